@@ -1,0 +1,1 @@
+"""aca-sessions: run notebook cells in Azure Container Apps dynamic sessions."""

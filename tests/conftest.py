@@ -1,0 +1,128 @@
+"""Shared fixtures: a real local session pool (emulator) process on loopback.
+
+Every test that needs the service talks to a real ``aca-sessions emulator`` over real HTTP. ``pool`` is one
+process shared by the whole run; ``make_pool(...)`` starts a private one with its own settings (short cooldown,
+short timeouts, few sessions) and stops it at the end of the test.
+
+With ``ACA_TEST_LIVE=1`` and ``ACA_POOL_MANAGEMENT_ENDPOINT`` set, ``pool`` points at that real Azure pool
+instead (auth through ``ACA_TOKEN`` or DefaultAzureCredential) so the contract tests check the emulator's
+fidelity; tests that need emulator-only settings use ``make_pool`` and are skipped in live mode.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+LIVE = os.environ.get("ACA_TEST_LIVE") == "1" and bool(os.environ.get("ACA_POOL_MANAGEMENT_ENDPOINT"))
+HAVE_BWRAP = shutil.which("bwrap") is not None
+
+
+@dataclass
+class PoolProcess:
+    """A running local session pool (or, in live mode, a description of the real pool)."""
+
+    endpoint: str
+    token: str | None
+    data_dir: Path | None = None
+    proc: subprocess.Popen | None = None
+    live: bool = False
+    output: list[str] = field(default_factory=list)
+
+    def pool_endpoint(self, pool: str = "testpool") -> str:
+        """The endpoint of a named pool under the Azure-style prefix on the same server."""
+        base = self.endpoint.rstrip("/")
+        return f"{base}/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/sessionPools/{pool}"
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start_pool(data_dir: Path, *args: str, timeout: float = 60.0) -> PoolProcess:
+    """Start ``python -m aca_kernel.emulator`` on a free loopback port and wait for its endpoint line."""
+    token = "test-" + secrets.token_hex(8)
+    cmd = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
+           "--token", token, "--data-dir", str(data_dir), *args]
+    if not HAVE_BWRAP and "--no-sandbox" not in args:
+        cmd.append("--no-sandbox")
+    env = dict(os.environ)
+    env.pop("ACA_POOL_MANAGEMENT_ENDPOINT", None)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("pool endpoint: ") and not found:
+                found.append(line.split(": ", 1)[1].strip())
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not ready.wait(timeout) or not found:
+        proc.kill()
+        raise RuntimeError("local session pool did not start:\n" + "".join(lines))
+    return PoolProcess(endpoint=found[0], token=token, data_dir=data_dir, proc=proc, output=lines)
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory: pytest.TempPathFactory):
+    """The shared pool: a real emulator process, or the live Azure pool with ACA_TEST_LIVE=1."""
+    if LIVE:
+        yield PoolProcess(endpoint=os.environ["ACA_POOL_MANAGEMENT_ENDPOINT"],
+                          token=os.environ.get("ACA_TOKEN"), live=True)
+        return
+    p = start_pool(tmp_path_factory.mktemp("pool"), "--ready", "1", "--timeout", "60")
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+@pytest.fixture
+def make_pool(tmp_path: Path):
+    """Factory for a private emulator with its own options; stopped when the test ends."""
+    if LIVE:
+        pytest.skip("needs emulator-only settings")
+    started: list[PoolProcess] = []
+
+    def factory(*args: str) -> PoolProcess:
+        d = tmp_path / f"pool{len(started)}"
+        d.mkdir()
+        p = start_pool(d, *args)
+        started.append(p)
+        return p
+
+    yield factory
+    for p in started:
+        p.stop()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns a truthy value (for state changes, never for speed claims)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
