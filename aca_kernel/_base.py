@@ -1,0 +1,402 @@
+"""The request/response layer shared by the sync and async clients. It does no network I/O.
+
+It builds URLs, query strings and bodies for both API generations, parses replies into models, maps every
+failure to the ``ACASessionsError`` tree at one boundary (``error_boundary``), and decides retries.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from . import _models
+from ._auth import make_auth
+from ._config import (
+    DEFAULT_EXECUTION_TIMEOUT,
+    EXECUTE_READ_MARGIN,
+    RECURSIVE_API_VERSIONS,
+    SESSION_API_VERSIONS,
+    USER_AGENT,
+    resolve_settings,
+)
+from ._exceptions import (
+    ACASessionsError,
+    ExecutionTimeout,
+    HttpResponseError,
+    InvalidArgumentError,
+    MalformedResponseError,
+    NotSupportedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    status_error,
+)
+from ._validation import normalize_directory, split_remote_name, v1_delete_snippet, validate_session_id
+
+__all__ = ["Call", "SessionsClientBase", "error_boundary"]
+
+logger = logging.getLogger("aca_kernel.client")
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Only these prove the request never left this machine, so only they make a non-idempotent call retryable.
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_BACKOFF_BASE = 0.5
+_BACKOFF_MAX = 30.0
+_REQUEST_ID_HEADERS = ("x-ms-request-id", "apim-request-id", "x-ms-client-request-id")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One logical operation: what to send, and how to treat failures."""
+
+    op: str                                  # "execute", "upload", "download", "list files", ...
+    method: str
+    path: str                                # relative to the endpoint, already percent-encoded
+    params: tuple[tuple[str, str], ...] = ()
+    json: Any = None
+    idempotent: bool = True
+    target: str | None = None                # the remote file, for messages
+    read_timeout: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def request_id(response: httpx.Response) -> str | None:
+    for name in _REQUEST_ID_HEADERS:
+        if response.headers.get(name):
+            return response.headers[name]
+    return None
+
+
+def _excerpt(text: str, secrets: list[str], limit: int = 200) -> str:
+    text = re.sub(r"(?i)bearer\s+\S+", "Bearer <redacted>", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def retry_after(response: httpx.Response | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), if any."""
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+@contextmanager
+def error_boundary(call: Call, endpoint: str, session_id: str) -> Iterator[None]:
+    """The one place where httpx transport errors become ``ACASessionsError`` (chained)."""
+    try:
+        yield
+    except ACASessionsError:
+        raise
+    except httpx.TimeoutException as exc:
+        if call.op == "execute" and not isinstance(exc, NOT_SENT_ERRORS):
+            raise ExecutionTimeout(
+                f"No reply to the execution within {call.read_timeout:.0f} s in session {session_id}: the code "
+                f"may have run (or may still be running) and was not re-sent; check its effects before "
+                f"running it again.",
+                may_have_executed=True,
+            ) from exc
+        raise ServiceRequestError(_transport_message(call, exc, endpoint, session_id),
+                                  may_have_executed=_may_have_run(call, exc)) from exc
+    except httpx.TransportError as exc:
+        raise ServiceRequestError(_transport_message(call, exc, endpoint, session_id),
+                                  may_have_executed=_may_have_run(call, exc)) from exc
+    except httpx.DecodingError as exc:
+        raise MalformedResponseError(f"The reply to {call.op} could not be decoded ({exc}); try again.") from exc
+    except httpx.HTTPError as exc:
+        raise ServiceRequestError(f"The {call.op} request failed ({type(exc).__name__}: {exc}).",
+                                  may_have_executed=call.op == "execute") from exc
+
+
+def _may_have_run(call: Call, exc: Exception) -> bool:
+    return call.op == "execute" and not isinstance(exc, NOT_SENT_ERRORS)
+
+
+def _transport_message(call: Call, exc: Exception, endpoint: str, session_id: str) -> str:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if _may_have_run(call, exc):
+        return (f"The connection failed after the execution was sent to session {session_id} ({detail}): "
+                f"the code may have run and was not re-sent; check its effects before running it again.")
+    if isinstance(exc, NOT_SENT_ERRORS):
+        return f"Could not connect to {endpoint} for {call.op} ({detail}); check the endpoint and the network."
+    return f"The connection failed during {call.op} ({detail}); try again."
+
+
+class SessionsClientBase:
+    """Settings, request building, reply parsing and retry decisions; the subclasses add the I/O."""
+
+    def __init__(
+        self,
+        endpoint: str | None,
+        credential: Any,
+        *,
+        api_version: str | None,
+        session_id: str | None,
+        token_scope: str | None,
+        token_refresh_margin: float,
+        timeout: float,
+        max_retries: int,
+        retry_total_timeout: float,
+        aio: bool,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self._settings = resolve_settings(endpoint, api_version=api_version, session_id=session_id,
+                                          token_scope=token_scope, env=env)
+        self._session_id = self._settings.session_id
+        self._auth = make_auth(credential, self._settings.token_scope, token_refresh_margin, env, aio=aio)
+        self._timeout = timeout
+        self._max_retries = max(0, int(max_retries))
+        self._retry_total_timeout = retry_total_timeout
+        self._random = random.random  # injectable with _sleep for deterministic retry tests
+        self._headers = {"User-Agent": USER_AGENT}
+
+    # -- public settings --------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return self._settings.endpoint
+
+    @property
+    def api_version(self) -> str:
+        return self._settings.api_version
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    @session_id.setter
+    def session_id(self, value: str) -> None:
+        self._session_id = validate_session_id(value)
+
+    def new_session(self, session_id: str | None = None) -> str:
+        """Switch to another session identifier (a fresh uuid4 by default) and return it."""
+        import uuid
+
+        self.session_id = str(uuid.uuid4()) if session_id is None else session_id
+        return self._session_id
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__module__.split('._')[0]}.{type(self).__name__} endpoint={self.endpoint!r} "
+                f"api_version={self.api_version!r} session_id={self._session_id!r}>")
+
+    # -- request building ---------------------------------------------------------------------------------
+    def _params(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        return (*self._settings.base_query, ("identifier", self._session_id),
+                ("api-version", self._settings.api_version), *extra)
+
+    def _build(self, client: httpx.Client | httpx.AsyncClient, call: Call, content: Any = None,
+               headers: Mapping[str, str] | None = None) -> httpx.Request:
+        timeout: Any = httpx.Timeout(self._timeout, read=call.read_timeout) if call.read_timeout else self._timeout
+        return client.build_request(call.method, self._settings.base_url + call.path, params=list(call.params),
+                                    json=call.json, content=content,
+                                    headers={**self._headers, **call.headers, **(headers or {})}, timeout=timeout)
+
+    def _execute_call(self, code: str, timeout: float | None) -> Call:
+        if not isinstance(code, str):
+            raise InvalidArgumentError(f"code must be a str, got {type(code).__name__}.")
+        seconds = DEFAULT_EXECUTION_TIMEOUT if timeout is None else timeout
+        if seconds <= 0:
+            raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+        read = seconds + EXECUTE_READ_MARGIN
+        if self._settings.is_v2:
+            body: dict[str, Any] = {"codeInputType": "Inline", "executionType": "Synchronous", "code": code,
+                                    "timeoutInSeconds": int(seconds)}
+            return Call("execute", "POST", "executions", self._params(), json=body, idempotent=False,
+                        read_timeout=read)
+        props = {"codeInputType": "inline", "executionType": "synchronous", "code": code,
+                 "timeoutInSeconds": int(seconds)}
+        return Call("execute", "POST", "code/execute", self._params(), json={"properties": props},
+                    idempotent=False, read_timeout=read)
+
+    def _poll_call(self, execution_id: str) -> Call:
+        return Call("execution status", "GET", f"executions/{quote(execution_id, safe='')}", self._params())
+
+    def _file_params(self, directory: str) -> tuple[tuple[str, str], ...]:
+        return self._params(("path", directory)) if directory else self._params()
+
+    def _upload_call(self, directory: str, name: str) -> tuple[Call, str]:
+        """The call and the multipart file name for an upload."""
+        if self._settings.is_v2:
+            return Call("upload", "POST", "files", self._file_params(directory), idempotent=False,
+                        target=name), name
+        rel = f"{directory}/{name}" if directory else name
+        return Call("upload", "POST", "files/upload", self._params(), idempotent=False, target=rel), rel
+
+    def _download_call(self, remote_name: str, path: str | None) -> Call:
+        directory, name = split_remote_name(remote_name, path)
+        rel = f"{directory}/{name}" if directory else name
+        if self._settings.is_v2:
+            return Call("download", "GET", f"files/{quote(name, safe='')}/content", self._file_params(directory),
+                        target=rel)
+        return Call("download", "GET", f"files/content/{quote(rel, safe='/')}", self._params(), target=rel)
+
+    def _list_call(self, directory: str, recursive: bool) -> Call:
+        if not self._settings.is_v2:
+            return Call("list files", "GET", "files", self._params())
+        extra: tuple[tuple[str, str], ...] = (("path", directory),) if directory else ()
+        if recursive:
+            if self.api_version not in RECURSIVE_API_VERSIONS:
+                raise NotSupportedError(
+                    f"list_files(recursive=True) needs api-version {RECURSIVE_API_VERSIONS[0]} or later; "
+                    f"this client uses {self.api_version}.")
+            extra += (("recursive", "true"),)
+        return Call("list files", "GET", "files", self._params(*extra))
+
+    def _properties_call(self, directory: str, name: str) -> Call:
+        rel = f"{directory}/{name}" if directory else name
+        return Call("get file properties", "GET", f"files/{quote(name, safe='')}", self._file_params(directory),
+                    target=rel)
+
+    def _delete_file_call(self, directory: str, name: str) -> Call:
+        rel = f"{directory}/{name}" if directory else name
+        return Call("delete file", "DELETE", f"files/{quote(name, safe='')}", self._file_params(directory),
+                    target=rel)
+
+    def _session_call(self, method: str) -> Call:
+        op = "get session" if method == "GET" else "delete session"
+        if self.api_version not in SESSION_API_VERSIONS:
+            raise NotSupportedError(
+                f"{op.replace(' ', '_')}() needs api-version {SESSION_API_VERSIONS[0]} or later; this client "
+                f"uses {self.api_version} (pass api_version=\"{SESSION_API_VERSIONS[-1]}\").")
+        return Call(op, method, "session", self._params())
+
+    # -- retry decisions ----------------------------------------------------------------------------------
+    def _retry_delay(self, call: Call, attempt: int, started: float, *, slept: float = 0.0,
+                     response: httpx.Response | None = None, exc: Exception | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or None when this failure is final.
+
+        ``slept`` is the backoff already taken: it counts against retry_total_timeout even when the sleep
+        function returned early (tests inject one that does not wait).
+        """
+        if attempt >= self._max_retries:
+            return None
+        if exc is not None:
+            retryable = isinstance(exc, NOT_SENT_ERRORS) or (call.idempotent and isinstance(exc, httpx.TransportError))
+        else:
+            retryable = call.idempotent and response is not None and response.status_code in RETRY_STATUSES
+        if not retryable:
+            return None
+        now = time.monotonic()
+        delay = retry_after(response, time.time())
+        if delay is None:
+            # Full jitter: spreads simultaneous clients over the whole window instead of bunching them.
+            delay = self._random() * min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** attempt)
+        if max(now - started, slept) + delay > self._retry_total_timeout:
+            return None
+        return delay
+
+    # -- reply handling -----------------------------------------------------------------------------------
+    def _log(self, call: Call, response: httpx.Response, started: float) -> None:
+        logger.info("%s %s -> %d (%.0f ms, request id %s)", call.method, response.request.url.path,
+                    response.status_code, (time.monotonic() - started) * 1000, request_id(response) or "-")
+
+    def _secrets(self) -> list[str]:
+        return self._auth.secrets()
+
+    def _response_error(self, call: Call, response: httpx.Response, retries: int = 0) -> HttpResponseError:
+        """Map a non-2xx reply (already read) to the error tree, with a one-line, actionable message."""
+        status = response.status_code
+        code = response.headers.get("x-ms-error-code")
+        detail = ""
+        try:
+            body = response.json()
+            error = body.get("error") if isinstance(body, dict) else None
+            if isinstance(error, dict):
+                code = error.get("code") or code
+                detail = str(error.get("message") or "")
+            elif isinstance(body, dict) and body.get("message"):
+                detail = str(body["message"])
+        except ValueError:
+            detail = response.text
+        detail = _excerpt(detail, self._secrets()) if detail else ""
+        if status == 401:
+            # A rejected token stays rejected until it expires; fetch a new one for the next call.
+            self._auth.invalidate()
+        return status_error(status, code, detail, op=call.op, target=call.target, endpoint=self.endpoint,
+                            session_id=self._session_id, scope=self._settings.token_scope,
+                            api_version=self.api_version, retries=retries, request_id=request_id(response))
+
+    def _malformed(self, call: Call, response: httpx.Response, why: str) -> MalformedResponseError:
+        excerpt = _excerpt(response.text, self._secrets(), 120) if response.is_stream_consumed else "<stream>"
+        return MalformedResponseError(
+            f"Unexpected reply to {call.op} ({response.status_code}, {why}): {excerpt!r}; the endpoint may not "
+            f"be a session pool, or api-version {self.api_version} may not match it.",
+            status_code=response.status_code, request_id=request_id(response))
+
+    def _json(self, call: Call, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise self._malformed(call, response, "not JSON") from exc
+
+    def _parse(self, call: Call, response: httpx.Response, parser: Any, *args: Any) -> Any:
+        body = self._json(call, response)
+        try:
+            if not isinstance(body, (dict, list)):
+                raise TypeError("not an object")
+            return parser(body, *args)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise self._malformed(call, response, f"missing or bad field: {exc}") from exc
+
+    def _parse_execution(self, call: Call, response: httpx.Response) -> _models.ExecutionResult | str:
+        """An ExecutionResult, or the execution id to poll while the service reports it still running."""
+        if not self._settings.is_v2:
+            return self._parse(call, response, _models.execution_from_v1)
+        body = self._json(call, response)
+        if isinstance(body, dict) and "status" in body:
+            try:
+                pending = _models.execution_state(body["status"]) == "pending"
+            except ValueError:
+                pending = False
+            if pending:
+                if not body.get("id"):
+                    raise self._malformed(call, response, "running execution without an id")
+                return str(body["id"])
+        return self._parse(call, response, _models.execution_from_v2)
+
+    def _parse_upload(self, call: Call, response: httpx.Response, directory: str) -> _models.RemoteFile:
+        return self._parse(call, response, _models.uploaded_file, self._settings.is_v2, directory, call.target)
+
+    def _parse_list(self, call: Call, response: httpx.Response, directory: str,
+                    recursive: bool) -> list[_models.RemoteFile]:
+        return self._parse(call, response, _models.file_listing, self._settings.is_v2, directory, recursive)
+
+    def _parse_session(self, call: Call, response: httpx.Response) -> _models.SessionInfo:
+        return self._parse(call, response, _models.session_from_v2)
+
+    def _v1_delete_code(self, directory: str, name: str) -> str:
+        return v1_delete_snippet(f"{directory}/{name}" if directory else name)
+
+    def _v1_delete_outcome(self, call: Call, result: _models.ExecutionResult) -> None:
+        if result.succeeded and result.result == "deleted":
+            return
+        if result.succeeded and result.result == "missing":
+            raise ResourceNotFoundError(f"File {call.target!r} not found in session {self._session_id}.",
+                                        status_code=404)
+        raise HttpResponseError(
+            f"Could not delete {call.target!r} in session {self._session_id}: "
+            f"{_excerpt(result.stderr or repr(result.result), self._secrets())}")
+
+    def _directory(self, path: str | None) -> str:
+        return normalize_directory(path)

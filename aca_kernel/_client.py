@@ -1,0 +1,359 @@
+"""The sync ``SessionsClient`` (httpx.Client). ``aio/_client.py`` is its line-for-line async twin."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+import httpx
+
+from ._base import Call, SessionsClientBase, error_boundary, retry_after
+from ._config import CHUNK_SIZE
+from ._exceptions import ExecutionTimeout, InvalidArgumentError, ResourceNotFoundError
+from ._models import ExecutionResult, RemoteFile, SessionInfo
+from ._validation import MAX_UPLOAD_BYTES, split_remote_name, upload_too_large, validate_upload_size
+
+__all__ = ["SessionsClient"]
+
+logger = logging.getLogger("aca_kernel.client")
+
+Progress = Callable[[int, "int | None"], None]
+_POLL_FIRST, _POLL_MAX = 0.25, 2.0
+
+
+@dataclass
+class UploadSource:
+    """Where upload bytes come from; ``open()`` returns a binary file positioned at the start of the data."""
+
+    default_name: str | None
+    size: int | None
+    open: Callable[[], BinaryIO]
+    owned: bool  # close the file after the upload (we opened it)
+
+
+def upload_source(source: Any) -> UploadSource:
+    """Inspect (never read) an upload source: a path, bytes, or a binary file object."""
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise InvalidArgumentError(f"Cannot read {path!r}: {exc.strerror or exc}.") from exc
+        if os.path.isdir(path):
+            raise InvalidArgumentError(f"Cannot upload {path!r}: it is a directory; upload its files one by one.")
+        return UploadSource(os.path.basename(path), size, lambda: open(path, "rb"), owned=True)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        return UploadSource(None, len(data), lambda: io.BytesIO(data), owned=True)
+    if isinstance(source, io.TextIOBase):
+        raise InvalidArgumentError("Cannot upload a text-mode file: open it with mode 'rb'.")
+    if callable(getattr(source, "read", None)):
+        name = getattr(source, "name", None)
+        default = os.path.basename(name) if isinstance(name, str) and name else None
+        size, start = None, None
+        try:
+            if source.seekable():
+                start = source.tell()
+                size = source.seek(0, io.SEEK_END) - start
+                source.seek(start)
+        except (AttributeError, OSError, ValueError):
+            size = None
+
+        def reopen() -> BinaryIO:
+            if start is not None:
+                source.seek(start)
+            return source
+
+        return UploadSource(default, size, reopen, owned=False)
+    raise InvalidArgumentError(
+        f"Cannot upload a {type(source).__name__}: pass a path, bytes, or a binary file object.")
+
+
+def multipart_parts(filename: str) -> tuple[str, bytes, bytes]:
+    """The boundary, the head (part headers) and the tail of a one-file multipart/form-data body."""
+    boundary = uuid.uuid4().hex
+    quoted = filename.replace("\\", "\\\\").replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{quoted}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode()
+    return boundary, head, f"\r\n--{boundary}--\r\n".encode()
+
+
+class _TooLarge(Exception):
+    """Raised from inside the body generator when a stream of unknown size passes 128 MB."""
+
+
+def _multipart_body(file: IO[bytes], head: bytes, tail: bytes, total: int | None,
+                    progress: Progress | None) -> Iterator[bytes]:
+    yield head
+    done = 0
+    while chunk := file.read(CHUNK_SIZE):
+        done += len(chunk)
+        if done > MAX_UPLOAD_BYTES:
+            raise _TooLarge()
+        yield chunk
+        if progress is not None:
+            progress(done, total)
+    yield tail
+
+
+class _Sink:
+    """A download destination that can start over if the connection drops mid-body."""
+
+    def __init__(self, destination: Any, default_name: str) -> None:
+        self.buffer: io.BytesIO | None = None
+        self.path: str | None = None
+        self.file: Any = None
+        self.start: int | None = None
+        if destination is None:
+            self.buffer = io.BytesIO()
+            self.file = self.buffer
+        elif isinstance(destination, (str, os.PathLike)):
+            path = os.fspath(destination)
+            self.path = os.path.join(path, default_name) if os.path.isdir(path) else path
+            # Write next to the target and rename at the end, so a failed download never clobbers a good file.
+            self.part = f"{self.path}.part-{uuid.uuid4().hex[:8]}"
+            try:
+                self.file = open(self.part, "wb")
+            except OSError as exc:
+                raise InvalidArgumentError(f"Cannot write {self.path!r}: {exc.strerror or exc}.") from exc
+        elif isinstance(destination, io.TextIOBase):
+            raise InvalidArgumentError("Cannot download into a text-mode file: open it with mode 'wb'.")
+        elif callable(getattr(destination, "write", None)):
+            self.file = destination
+            try:
+                self.start = destination.tell() if destination.seekable() else None
+            except (AttributeError, OSError, ValueError):
+                self.start = None
+        else:
+            raise InvalidArgumentError(
+                f"Cannot download into a {type(destination).__name__}: pass a path, a writable binary file "
+                f"object, or None for bytes.")
+
+    @property
+    def restartable(self) -> bool:
+        return self.buffer is not None or self.path is not None or self.start is not None
+
+    def reset(self) -> None:
+        self.file.seek(self.start or 0)
+        self.file.truncate()
+
+    def finish(self, ok: bool) -> None:
+        if self.path is None:
+            return
+        self.file.close()
+        if ok:
+            os.replace(self.part, self.path)
+        elif os.path.exists(self.part):
+            os.remove(self.part)
+
+
+class SessionsClient(SessionsClientBase):
+    """Run code and move files in one Azure Container Apps dynamic session (sync).
+
+    ``SessionsClient(endpoint, credential, *, api_version=..., session_id=...)``; see docs/client.md.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        credential: Any = None,
+        *,
+        api_version: str | None = None,
+        session_id: str | None = None,
+        token_scope: str | None = None,
+        token_refresh_margin: float = 300.0,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        retry_total_timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(endpoint, credential, api_version=api_version, session_id=session_id,
+                         token_scope=token_scope, token_refresh_margin=token_refresh_margin, timeout=timeout,
+                         max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=False)
+        self._sleep: Callable[[float], Any] = time.sleep
+        self._http = httpx.Client(auth=self._auth, transport=transport, timeout=timeout)
+
+    # -- transport --------------------------------------------------------------------------------------
+    def _send(self, call: Call, *, stream: bool = False,
+              body: Callable[[], tuple[Any, dict[str, str]]] | None = None) -> httpx.Response:
+        """Send with retries; return a 2xx response or raise the mapped error."""
+        started, attempt, slept = time.monotonic(), 0, 0.0
+        with error_boundary(call, self.endpoint, self._session_id):
+            while True:
+                content, headers = body() if body is not None else (None, {})
+                request = self._build(self._http, call, content, headers)
+                sent = time.monotonic()
+                try:
+                    response = self._http.send(request, stream=stream)
+                except httpx.TransportError as exc:
+                    delay = self._retry_delay(call, attempt, started, slept=slept, exc=exc)
+                    if delay is None:
+                        raise
+                    logger.info("%s %s failed (%s); retry %d in %.1f s", call.method, call.path,
+                                type(exc).__name__, attempt + 1, delay)
+                else:
+                    self._log(call, response, sent)
+                    if response.is_success:
+                        return response
+                    delay = self._retry_delay(call, attempt, started, slept=slept, response=response)
+                    response.read()
+                    response.close()
+                    if delay is None:
+                        raise self._response_error(call, response, attempt)
+                    logger.info("%s %s -> %d; retry %d in %.1f s", call.method, call.path,
+                                response.status_code, attempt + 1, delay)
+                self._sleep(delay)
+                attempt, slept = attempt + 1, slept + delay
+
+    def _request(self, call: Call) -> httpx.Response:
+        # Not streamed: a body that breaks half-way then fails inside send(), where the retry loop sees it.
+        return self._send(call)
+
+    # -- operations ----------------------------------------------------------------------------------------
+    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Run ``code`` in the session. A failing cell is a result with status "failed", not an error."""
+        call = self._execute_call(code, timeout)
+        deadline = time.monotonic() + (call.read_timeout or 0)
+        response = self._request(call)
+        outcome = self._parse_execution(call, response)
+        interval = _POLL_FIRST
+        while isinstance(outcome, str):  # 202 / Running: poll until the service reports an end state
+            poll = self._poll_call(outcome)
+            delay = min(retry_after(response, time.time()) or interval, _POLL_MAX)
+            if time.monotonic() + delay > deadline:
+                raise ExecutionTimeout(
+                    f"Execution {outcome} in session {self._session_id} was still running after "
+                    f"{call.read_timeout:.0f} s; it was not re-sent and may still finish.", may_have_executed=True)
+            self._sleep(delay)
+            interval = min(interval * 2, _POLL_MAX)
+            response = self._request(poll)
+            outcome = self._parse_execution(poll, response)
+        return outcome
+
+    def upload_file(self, source: str | os.PathLike[str] | bytes | BinaryIO, remote_name: str | None = None, *,
+                    path: str | None = None, progress: Progress | None = None) -> RemoteFile:
+        """Upload a local path, bytes or binary file object to /mnt/data (streamed, at most 128 MB)."""
+        src = upload_source(source)
+        name = remote_name if remote_name is not None else src.default_name
+        if name is None:
+            raise InvalidArgumentError("remote_name is required when uploading bytes or an unnamed file object.")
+        directory, name = split_remote_name(name, path)
+        validate_upload_size(src.size, f"The upload {name!r}")
+        call, filename = self._upload_call(directory, name)
+        boundary, head, tail = multipart_parts(filename)
+        opened: list[BinaryIO] = []
+
+        def body() -> tuple[Any, dict[str, str]]:
+            file = src.open()
+            opened.append(file)
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            if src.size is not None:
+                headers["Content-Length"] = str(len(head) + src.size + len(tail))
+            return _multipart_body(file, head, tail, src.size, progress), headers
+
+        try:
+            response = self._send(call, body=body)
+        except _TooLarge as exc:
+            raise upload_too_large(None, f"The upload {name!r}") from exc
+        finally:
+            if src.owned:
+                for file in opened:
+                    file.close()
+        return self._parse_upload(call, response, directory)
+
+    def download_file(self, remote_name: str, destination: str | os.PathLike[str] | BinaryIO | None = None, *,
+                      path: str | None = None, progress: Progress | None = None) -> bytes | int:
+        """Stream a file from /mnt/data. Returns bytes when ``destination`` is None, else the bytes written."""
+        call = self._download_call(remote_name, path)
+        sink = _Sink(destination, call.target.rsplit("/", 1)[-1] if call.target else "download")
+        ok = False
+        try:
+            done = self._stream_into(call, sink, progress)
+            ok = True
+        finally:
+            sink.finish(ok)
+        return sink.buffer.getvalue() if sink.buffer is not None else done
+
+    def _stream_into(self, call: Call, sink: _Sink, progress: Progress | None) -> int:
+        started, attempt, slept = time.monotonic(), 0, 0.0
+        while True:
+            response = self._send(call, stream=True)
+            total = int(response.headers["content-length"]) if response.headers.get("content-length") else None
+            done = 0
+            try:
+                with error_boundary(call, self.endpoint, self._session_id):
+                    try:
+                        for chunk in response.iter_bytes(CHUNK_SIZE):
+                            sink.file.write(chunk)
+                            done += len(chunk)
+                            if progress is not None:
+                                progress(done, total)
+                        return done
+                    except httpx.TransportError as exc:
+                        delay = self._retry_delay(call, attempt, started, slept=slept, exc=exc) if sink.restartable else None
+                        if delay is None:
+                            raise
+                        logger.info("download of %s broke after %d bytes (%s); restarting", call.target, done,
+                                    type(exc).__name__)
+            finally:
+                response.close()
+            sink.reset()
+            self._sleep(delay)
+            attempt, slept = attempt + 1, slept + delay
+
+    def list_files(self, *, path: str | None = None, recursive: bool = False) -> list[RemoteFile]:
+        """List a directory under /mnt/data (``recursive`` needs 2025-10-02-preview)."""
+        directory = self._directory(path)
+        call = self._list_call(directory, recursive)
+        return self._parse_list(call, self._request(call), directory, recursive)
+
+    def get_file_properties(self, remote_name: str, *, path: str | None = None) -> RemoteFile:
+        """Size, type and modification time of one file (from the listing on 2024-02-02-preview)."""
+        directory, name = split_remote_name(remote_name, path)
+        if self._settings.is_v2:
+            call = self._properties_call(directory, name)
+            return self._parse_upload(call, self._request(call), directory)
+        for file in self.list_files(path=directory):
+            if file.name == name:
+                return file
+        raise ResourceNotFoundError(f"File {f'{directory}/{name}' if directory else name!r} not found in session "
+                                    f"{self._session_id}.", status_code=404)
+
+    def delete_file(self, remote_name: str, *, path: str | None = None) -> None:
+        """Delete a file; on 2024-02-02-preview (no delete endpoint) by running a fixed snippet in the session."""
+        directory, name = split_remote_name(remote_name, path)
+        call = self._delete_file_call(directory, name)
+        if self._settings.is_v2:
+            self._request(call)
+            return
+        self._v1_delete_outcome(call, self.execute(self._v1_delete_code(directory, name)))
+
+    def get_session(self) -> SessionInfo:
+        """The session's identifier and timestamps (2025-02-02-preview and later)."""
+        call = self._session_call("GET")
+        return self._parse_session(call, self._request(call))
+
+    def delete_session(self) -> None:
+        """Delete the session and its files (2025-02-02-preview and later); an unknown session counts as deleted."""
+        call = self._session_call("DELETE")
+        try:
+            self._request(call)
+        except ResourceNotFoundError:
+            pass
+
+    # -- lifetime ------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._http.close()
+        self._auth.close()
+
+    def __enter__(self) -> SessionsClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,426 @@
+"""One IPython kernel per session, started in a bubblewrap sandbox and driven through jupyter_client.
+
+``SessionKernel.execute`` turns one execute_request into an ``ExecOutcome`` with the service's semantics
+(reference §4.5, §10): stdout holds only printed text, ``result`` the typed last-expression value or the figure
+image, failures carry the ANSI-free traceback, a timeout interrupts the kernel and an OOM kill aborts the cell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import queue
+import re
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jupyter_client import AsyncKernelManager
+from jupyter_client.kernelspec import KernelSpec
+from traitlets import List, Unicode
+
+from .sandbox import (
+    SANDBOX_SETUP_FILE,
+    MemoryCgroup,
+    SandboxConfig,
+    bwrap_argv,
+    check_sandbox,
+    parse_memory,
+    rlimit_prefix,
+    via_args_file,
+)
+
+__all__ = ["ExecOutcome", "SandboxConfig", "SessionKernel", "check_sandbox"]
+
+logger = logging.getLogger("aca_kernel.emulator.runtime")
+
+VALUE_MIME = "application/vnd.aca.value+json"
+TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
+ABORTED_MESSAGE = "Execution aborted"
+SETUP_FILE = Path(__file__).with_name("_kernel_setup.py")
+# sun_path holds 107 bytes; jupyter_client appends "-<n>" to the ipc base name
+_MAX_IPC_DIR = 90
+_MAX_STREAM_CHARS = 32 << 20
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+# strong references: a kernel object dropped without shutdown() must still be killed at exit
+_live: set[SessionKernel] = set()
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI_RE.sub("", text)
+
+
+@dataclass
+class ExecOutcome:
+    """What one execution produced, in the service's terms (see the module docstring)."""
+
+    status: str
+    stdout: str
+    stderr: str
+    result: Any
+    execution_time_ms: int
+    kernel_died: bool = False
+    timed_out: bool = False
+
+
+class _SessionKernelManager(AsyncKernelManager):
+    """A kernel manager whose command line is given whole (the sandbox wraps the interpreter)."""
+
+    command = List(Unicode())
+
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+        return [*self.command, *(extra_arguments or [])]
+
+
+class SessionKernel:
+    """The kernel of one session; ``data_dir`` is its /mnt/data, ``run_dir`` holds its sockets and log."""
+
+    start_timeout: float = float(os.environ.get("ACA_KERNEL_START_TIMEOUT", "60"))
+    # after a timeout's interrupt, how long the cell gets to unwind before the kernel is restarted
+    interrupt_grace: float = 5.0
+    poll_interval: float = 0.25
+
+    def __init__(self, data_dir: Path, run_dir: Path, config: SandboxConfig) -> None:
+        self.data_dir = Path(data_dir).absolute()
+        self.run_dir = Path(run_dir).absolute()
+        self.config = config
+        self._memory = parse_memory(config.memory) if config.memory else None
+        self._km: _SessionKernelManager | None = None
+        self._kc: Any = None
+        self._cgroup: MemoryCgroup | None = None
+        self._ipc_dir: Path | None = None
+        self._own_ipc_dir = False
+        self._closed = False
+        self.memory_mode = "none"
+        """How memory is limited for this kernel: "cgroup v1", "cgroup v2", "rlimit" or "none"."""
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else "stopped"
+        return f"<SessionKernel {self.data_dir} {state} sandbox={self.config.enabled}>"
+
+    @property
+    def alive(self) -> bool:
+        process = getattr(self._km.provisioner, "process", None) if self._km is not None else None
+        return process is not None and process.poll() is None
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "kernel.log"
+
+    # --- start / stop ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the kernel and wait until it answers kernel_info; RuntimeError (with the log tail) otherwise."""
+        if self._closed:
+            raise RuntimeError("this session kernel was shut down; create a new SessionKernel")
+        if self._km is not None:
+            await self._teardown()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._ipc_dir = self._make_ipc_dir()
+        cmd, env, cwd = self._command()
+        km = _SessionKernelManager(
+            transport="ipc", ip=str(self._ipc_dir / "k"), connection_file=str(self._ipc_dir / "kernel.json")
+        )
+        km.command = cmd
+        # message mode: signal mode does killpg(SIGINT), which kills the outer bwrap and with it the sandbox
+        km._kernel_spec = KernelSpec(
+            argv=[], language="python", display_name="aca session", interrupt_mode="message"
+        )
+        self._km = km
+        _live.add(self)
+        started = time.monotonic()
+        with open(self.log_file, "ab") as log:
+            try:
+                await km.start_kernel(stdout=log, stderr=log, env=env, cwd=cwd)
+            except Exception as exc:
+                await self._teardown()
+                raise RuntimeError(f"session kernel could not be launched: {exc}") from exc
+        kc = km.client()
+        kc.start_channels()
+        self._kc = kc
+        try:
+            await kc.wait_for_ready(timeout=self.start_timeout)
+        except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
+            tail = self._log_tail()
+            await self._teardown()
+            raise RuntimeError(f"session kernel did not start ({exc}); kernel log:\n{tail}") from None
+        logger.info("session kernel ready in %.0f ms (%s, memory: %s)",
+                    (time.monotonic() - started) * 1000, "sandboxed" if self.config.enabled else "no sandbox",
+                    self.memory_mode)
+
+    def _make_ipc_dir(self) -> Path:
+        ipc = self.run_dir / "ipc"
+        if len(str(ipc)) <= _MAX_IPC_DIR:
+            ipc.mkdir(exist_ok=True)
+            self._own_ipc_dir = False
+            return ipc
+        # /tmp, not $TMPDIR: it must be short
+        self._own_ipc_dir = True
+        return Path(tempfile.mkdtemp(prefix="aca-", dir="/tmp"))
+
+    def _command(self) -> tuple[list[str], dict[str, str], str]:
+        assert self._ipc_dir is not None
+        python = self.config.python
+        conn = str(self._ipc_dir / "kernel.json")
+        prefix: list[str] = []
+        limit: list[str] = []
+        self.memory_mode = "none"
+        if self._memory is not None:
+            self._cgroup = MemoryCgroup.create(self._memory)
+            if self._cgroup is not None:
+                prefix = self._cgroup.launch_prefix()
+                self.memory_mode = self._cgroup.mode
+            else:
+                limit = rlimit_prefix(self._memory)
+                self.memory_mode = "rlimit" if limit else "none"
+        kernel_args = [
+            "-m", "ipykernel_launcher", "-f", conn,
+            "--InteractiveShell.colors=nocolor",
+            "--HistoryManager.hist_file=:memory:",
+        ]
+        if self.config.enabled:
+            sandbox = bwrap_argv(python=python, data_dir=self.data_dir, ipc_dir=self._ipc_dir,
+                                 setup_file=SETUP_FILE)
+            kernel_args.append(f"--IPKernelApp.exec_files=['{SANDBOX_SETUP_FILE}']")
+            sandbox = via_args_file(sandbox, self.run_dir / "bwrap.args")
+            cmd = [*prefix, *sandbox, *limit, python, *kernel_args]
+            # bwrap itself needs nothing from our environment, and the kernel gets --clearenv
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+            return cmd, env, str(self.run_dir)
+        kernel_args.append(f"--IPKernelApp.exec_files=['{SETUP_FILE}']")
+        cmd = [*prefix, *limit, python, *kernel_args]
+        # only harmless variables: the pool's own environment may hold tokens
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "USER", "LOGNAME", "TZ", "TMPDIR") if k in os.environ}
+        env.update(LANG="C.UTF-8", IPYTHONDIR=str(self.run_dir / "ipython"))
+        return cmd, env, str(self.data_dir)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_file.read_text(errors="replace")
+        except OSError:
+            return "(no kernel log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(kernel log is empty)"
+
+    async def shutdown(self) -> None:
+        """Kill the kernel and everything it started, free its cgroup and remove its run files."""
+        self._closed = True
+        await self._teardown()
+        for path in (self.log_file, self.run_dir / "bwrap.args", self.run_dir / "ipc", self.run_dir / "ipython"):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
+
+    async def _teardown(self) -> None:
+        # kill first, while the launcher is not yet reaped: its PID (our process group id) cannot be reused
+        self._kill_sync()
+        km, kc = self._km, self._kc
+        self._km = self._kc = None
+        if kc is not None:
+            with contextlib.suppress(Exception):
+                kc.stop_channels()
+        if km is not None:
+            try:
+                if km.has_kernel:
+                    # reaps the launcher and removes the connection file and sockets
+                    await km.shutdown_kernel(now=True)
+                else:
+                    km.cleanup_resources()
+            except Exception:
+                logger.debug("kernel shutdown raised", exc_info=True)
+        if self._cgroup is not None:
+            for _ in range(100):
+                if self._cgroup.remove():
+                    break
+                self._cgroup.kill()
+                await asyncio.sleep(0.02)
+            else:
+                logger.warning("could not remove memory cgroup %s", self._cgroup.path)
+            self._cgroup = None
+        if self._own_ipc_dir and self._ipc_dir is not None:
+            shutil.rmtree(self._ipc_dir, ignore_errors=True)
+        _live.discard(self)
+
+    def _kill_sync(self) -> None:
+        """Kill the kernel's process group (sandbox: bwrap; its PID namespace takes the rest) and cgroup.
+
+        Synchronous, so it also serves at interpreter exit.
+        """
+        process = getattr(self._km.provisioner, "process", None) if self._km is not None else None
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+        if self._cgroup is not None:
+            # also catches children that left the process group (setsid) when there is no sandbox
+            self._cgroup.kill()
+
+    # --- execute ---------------------------------------------------------------------------------------------
+
+    async def execute(self, code: str, timeout: float) -> ExecOutcome:
+        """Run ``code``; never raises for anything the code does (errors, timeout, OOM are outcomes)."""
+        if self._closed:
+            raise RuntimeError("this session kernel was shut down")
+        if not self.alive:
+            # the previous kernel died (OOM): the session continues in a fresh one, its state lost
+            logger.info("starting a fresh kernel for %s", self.data_dir)
+            await self.start()
+        km, kc = self._km, self._kc
+        assert km is not None and kc is not None
+        await _drain(kc)
+        started = time.monotonic()
+        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        collector = _Collector()
+        deadline = started + max(float(timeout), 0.0)
+        interrupted_at: float | None = None
+        while not collector.idle:
+            if self._km is not km:
+                # shutdown() ran while the code was running (session deleted or expired)
+                return self._died(collector, started)
+            now = time.monotonic()
+            if interrupted_at is None and now >= deadline:
+                interrupted_at = now
+                with contextlib.suppress(Exception):
+                    await km.interrupt_kernel()
+            if interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
+                logger.warning("kernel did not return from an interrupt; restarting it (state is lost)")
+                await self._restart_quietly()
+                break
+            wait = self.poll_interval
+            if interrupted_at is None:
+                wait = min(wait, max(deadline - now, 0.001))
+            try:
+                msg = await kc.get_iopub_msg(timeout=wait)
+            except queue.Empty:
+                if not await km.is_alive():
+                    return self._died(collector, started)
+                continue
+            except (Exception, asyncio.CancelledError):
+                # stop_channels() in shutdown() cancels the pending read; a cancelled caller must still see it
+                task = asyncio.current_task()
+                cancelled = task is not None and getattr(task, "cancelling", lambda: 0)() > 0
+                if self._km is not km and not cancelled:
+                    return self._died(collector, started)
+                raise
+            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+                collector.add(msg)
+        elapsed = int((time.monotonic() - started) * 1000)
+        if interrupted_at is not None:
+            return ExecOutcome("failed", collector.stdout(), TIMEOUT_MESSAGE, None, elapsed, timed_out=True)
+        return collector.outcome(elapsed)
+
+    def _died(self, collector: _Collector, started: float) -> ExecOutcome:
+        if self._closed:
+            logger.info("session kernel shut down during an execution")
+        else:
+            oom = self._cgroup is not None and self._cgroup.oom_killed()
+            logger.warning("session kernel died during execution%s; kernel log:\n%s",
+                           " (out of memory)" if oom else "", self._log_tail(5))
+        elapsed = int((time.monotonic() - started) * 1000)
+        return ExecOutcome("failed", collector.stdout(), ABORTED_MESSAGE, None, elapsed, kernel_died=True)
+
+    async def _restart_quietly(self) -> None:
+        try:
+            await self.start()
+        except RuntimeError:
+            logger.exception("could not restart the session kernel")
+
+
+class _Collector:
+    """Accumulates the iopub messages of one execute_request."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self.sizes = {"stdout": 0, "stderr": 0}
+        self.value: Any = ""
+        self.has_value = False
+        self.matplotlib_value = False
+        self.image: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.idle = False
+
+    def add(self, msg: dict[str, Any]) -> None:
+        kind, content = msg["msg_type"], msg.get("content", {})
+        if kind == "stream":
+            name = content.get("name")
+            if name in self.sizes and self.sizes[name] < _MAX_STREAM_CHARS:
+                text = content.get("text", "")
+                self.sizes[name] += len(text)
+                (self.out if name == "stdout" else self.err).append(text)
+        elif kind == "execute_result":
+            data = content.get("data", {})
+            typed = data.get(VALUE_MIME)
+            if isinstance(typed, dict) and "value" in typed:
+                self.value = typed["value"]
+            else:
+                self.value = data.get("text/plain", "")
+                self.matplotlib_value = isinstance(typed, dict) and bool(typed.get("matplotlib"))
+            self.has_value = True
+        elif kind == "display_data":
+            png = content.get("data", {}).get("image/png")
+            if isinstance(png, str) and self.image is None:
+                self.image = "".join(png.split())
+        elif kind == "error":
+            self.error = content
+        elif kind == "status" and content.get("execution_state") == "idle":
+            self.idle = True
+
+    def stdout(self) -> str:
+        return "".join(self.out)
+
+    def outcome(self, elapsed_ms: int) -> ExecOutcome:
+        stderr = "".join(self.err)
+        if self.error is not None:
+            return ExecOutcome("failed", self.stdout(), stderr + format_error(self.error), None, elapsed_ms)
+        result = self.value
+        if self.image is not None and (not self.has_value or self.value is None or self.matplotlib_value):
+            result = {"type": "image", "format": "png", "base64_data": self.image}
+        return ExecOutcome("succeeded", self.stdout(), stderr, result, elapsed_ms)
+
+
+def format_error(content: dict[str, Any]) -> str:
+    """The service's failure text: evalue, then IPython's traceback (ANSI-free), then a newline.
+
+    The observed sample is ``"illegal target for annotation (x.py, line 6)  Cell In[2363], line 6\\n..."``: the
+    evalue runs straight into the indented traceback; a traceback that starts unindented gets a line break.
+    """
+    evalue = strip_ansi(str(content.get("evalue", "")))
+    tb = strip_ansi("\n".join(content.get("traceback") or []))
+    if not tb:
+        tb = f"{content.get('ename', 'Error')}: {evalue}"
+    if evalue and not tb[:1].isspace():
+        evalue += "\n"
+    return f"{evalue}{tb}\n"
+
+
+async def _drain(kc: Any) -> None:
+    """Drop leftovers of earlier executions (late iopub after an interrupt, unread execute_replies)."""
+    for get in (kc.get_iopub_msg, kc.get_shell_msg):
+        with contextlib.suppress(queue.Empty):
+            while True:
+                await get(timeout=0)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    kernels = list(_live)
+    for kernel in kernels:
+        kernel._kill_sync()
+        if kernel._own_ipc_dir and kernel._ipc_dir is not None:
+            shutil.rmtree(kernel._ipc_dir, ignore_errors=True)
+    for kernel in kernels:
+        cgroup = kernel._cgroup
+        for _ in range(50):
+            if cgroup is None or cgroup.remove():
+                break
+            cgroup.kill()
+            time.sleep(0.02)
