@@ -1,0 +1,1 @@
+"""Private modules behind :mod:`aca_kernel.widgets` (the public facade)."""

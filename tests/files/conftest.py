@@ -1,0 +1,71 @@
+"""Fixtures for the file widget and magic tests: clients on the shared local pool, one fresh session each."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+V1 = "2024-02-02-preview"
+V2 = "2025-10-02-preview"
+
+
+class GatedTransport(httpx.HTTPTransport):
+    """A real HTTP transport that holds matching requests until ``release()``: a slow network on demand.
+
+    Used only to keep a transfer in flight deterministically (double-click tests); the request still goes
+    to the real local pool once released.
+    """
+
+    def __init__(self, match: Callable[[httpx.Request], bool]) -> None:
+        super().__init__()
+        self.match = match
+        self.held: list[str] = []
+        self._gate = threading.Event()
+        self._arrived = threading.Condition()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.match(request):
+            with self._arrived:
+                self.held.append(f"{request.method} {request.url.path}")
+                self._arrived.notify_all()
+            self._gate.wait(60)
+        return super().handle_request(request)
+
+    def wait_held(self, count: int = 1, timeout: float = 30) -> bool:
+        with self._arrived:
+            return self._arrived.wait_for(lambda: len(self.held) >= count, timeout)
+
+    def release(self) -> None:
+        self._gate.set()
+
+
+@pytest.fixture
+def make_client(pool) -> Iterator[Callable[..., object]]:
+    """``make_client(api_version=V1, **kw)``: a SessionsClient on a fresh session of the shared pool."""
+    from aca_kernel import SessionsClient
+
+    clients: list[SessionsClient] = []
+
+    def factory(api_version: str = V1, **kwargs: object) -> SessionsClient:
+        kwargs.setdefault("session_id", f"files-{uuid.uuid4().hex[:12]}")
+        client = SessionsClient(pool.endpoint, pool.token, api_version=api_version, **kwargs)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def browsers() -> Iterator[list]:
+    """Collects FileBrowser instances so each is waited for and closed after the test."""
+    made: list = []
+    yield made
+    for fb in made:
+        fb.wait(30)
+        fb.close()

@@ -1,0 +1,180 @@
+"""%aca_upload / %aca_download / %aca_rm / %aca_ls / %aca_files in a real InteractiveShell on the local pool."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+
+from .conftest import V2
+
+
+@pytest.fixture
+def shell(pool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A real shell with ``%load_ext aca_sessions``, its context pointed at the pool, cwd in a temp folder."""
+    monkeypatch.setenv("ACA_POOL_MANAGEMENT_ENDPOINT", pool.endpoint)
+    monkeypatch.setenv("ACA_TOKEN", pool.token)
+    monkeypatch.setenv("ACA_SESSION_ID", f"magic-{uuid.uuid4().hex[:12]}")
+    monkeypatch.delenv("ACA_API_VERSION", raising=False)
+    monkeypatch.chdir(tmp_path)
+    ip = InteractiveShell.instance()
+    if "aca_sessions" in ip.extension_manager.loaded:
+        ip.run_line_magic("unload_ext", "aca_sessions")
+    ip._aca_context = None
+    ip.run_line_magic("load_ext", "aca_sessions")
+    yield ip
+    ip.run_line_magic("unload_ext", "aca_sessions")
+
+
+def client_of(ip, name: str | None = None):
+    from aca_kernel._context import get_context
+
+    return get_context(ip).client(name)
+
+
+def test_upload_ls_download_rm_round_trip(shell, tmp_path: Path) -> None:
+    src = tmp_path / "in" / "data.csv"
+    src.parent.mkdir()
+    src.write_bytes(b"a,b\n1,2\n")
+    with capture_output() as cap:
+        shell.run_line_magic("aca_upload", str(src))
+    assert "Uploaded" in cap.stdout and "/mnt/data/data.csv" in cap.stdout
+    assert "upload data.csv" in cap.stderr  # plain progress lines outside a widget front end
+    listing = shell.run_line_magic("aca_ls", "")
+    assert [f.name for f in listing] == ["data.csv"] and "data.csv" in repr(listing) and "8 B" in repr(listing)
+    assert "<td style='text-align:left'>data.csv</td>" in listing._repr_html_()
+    with capture_output() as cap:
+        shell.run_line_magic("aca_download", "/mnt/data/data.csv")
+    assert (tmp_path / "data.csv").read_bytes() == b"a,b\n1,2\n"
+    assert "Downloaded /mnt/data/data.csv (8 B)" in cap.stdout
+    shell.run_line_magic("aca_download", "data.csv copy.csv")
+    assert (tmp_path / "copy.csv").read_bytes() == b"a,b\n1,2\n"
+    with capture_output() as cap:
+        shell.run_line_magic("aca_rm", "data.csv")
+    assert "Deleted /mnt/data/data.csv" in cap.stdout
+    assert list(shell.run_line_magic("aca_ls", "")) == []
+    assert "no files" in repr(shell.run_line_magic("aca_ls", ""))
+
+
+def test_folders_on_v2(shell, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    shell.run_line_magic("unload_ext", "aca_sessions")
+    shell._aca_context = None
+    monkeypatch.setenv("ACA_API_VERSION", V2)
+    shell.run_line_magic("load_ext", "aca_sessions")
+    (tmp_path / "x.txt").write_text("hello")
+    with capture_output():
+        shell.run_line_magic("aca_upload", "x.txt sub/")
+        shell.run_line_magic("aca_upload", "x.txt sub/renamed.txt")
+    assert [f.name for f in shell.run_line_magic("aca_ls", "")] == ["sub"]
+    assert [f.name for f in shell.run_line_magic("aca_ls", "/mnt/data/sub")] == ["renamed.txt", "x.txt"]
+    out = tmp_path / "out"
+    out.mkdir()
+    with capture_output():
+        shell.run_line_magic("aca_download", f"sub/renamed.txt {out}")
+        shell.run_line_magic("aca_rm", "sub/x.txt sub/renamed.txt")
+    assert (out / "renamed.txt").read_text() == "hello"
+    assert list(shell.run_line_magic("aca_ls", "sub")) == []
+
+
+def test_user_mistakes_are_usage_errors(shell, tmp_path: Path) -> None:
+    cases = {
+        ("aca_upload", "missing.csv"): "does not exist",
+        ("aca_upload", str(tmp_path)): "is a folder",
+        ("aca_upload", ""): "arguments",
+        ("aca_download", "../etc/passwd"): "leaves /mnt/data",
+        ("aca_download", "x.csv nowhere/sub/"): "does not exist",
+        ("aca_download", "x.csv nowhere/file.csv"): "does not exist",
+        ("aca_ls", "../up"): "leaves /mnt/data",
+        ("aca_rm", ""): "arguments",
+    }
+    for (magic, line), text in cases.items():
+        with pytest.raises(UsageError, match=text):
+            shell.run_line_magic(magic, line)
+
+
+def test_download_refuses_a_name_escaping_the_folder(shell, tmp_path: Path) -> None:
+    client_of(shell).upload_file(b"payload", "data.csv")
+    (tmp_path / "data.csv").symlink_to(tmp_path.parent / f"outside-{os.getpid()}.csv")
+    with pytest.raises(UsageError, match="escape"):
+        shell.run_line_magic("aca_download", "data.csv")
+    assert not (tmp_path.parent / f"outside-{os.getpid()}.csv").exists()
+
+
+def test_upload_over_128_mb_is_a_usage_error(shell, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    with big.open("wb") as fh:
+        fh.truncate(128 * 1024 * 1024 + 1)
+    with pytest.raises(UsageError, match="128 MB"):
+        shell.run_line_magic("aca_upload", str(big))
+
+
+def test_service_errors_are_one_line_and_fail_the_cell(shell, tmp_path: Path) -> None:
+    with capture_output() as cap:
+        result = shell.run_cell("%aca_download nope.txt")
+    exc = result.error_in_exec
+    assert type(exc).__name__ == "ResourceNotFoundError"
+    lines = exc._render_traceback_()
+    assert len(lines) == 1 and "nope.txt" in lines[0] and "ResourceNotFoundError" in lines[0]
+    assert "Traceback" not in cap.stdout + cap.stderr and "_filemagics" not in cap.stdout + cap.stderr
+    assert not (tmp_path / "nope.txt").exists() and not list(tmp_path.glob("*.part*"))
+
+
+def test_auth_error_never_shows_the_token(shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    shell.run_line_magic("unload_ext", "aca_sessions")
+    shell._aca_context = None
+    monkeypatch.setenv("ACA_TOKEN", "bad-secret-token")
+    shell.run_line_magic("load_ext", "aca_sessions")
+    with capture_output() as cap:
+        result = shell.run_cell("%aca_ls")
+    assert type(result.error_in_exec).__name__ == "ClientAuthenticationError"
+    assert "bad-secret-token" not in cap.stdout + cap.stderr + str(result.error_in_exec)
+
+
+def test_named_sessions_are_separate(shell, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("A")
+    with capture_output():
+        shell.run_line_magic("aca_upload", "--session other a.txt")
+    assert [f.name for f in shell.run_line_magic("aca_ls", "-s other")] == ["a.txt"]
+    assert list(shell.run_line_magic("aca_ls", "")) == []
+    assert client_of(shell, "other").session_id != client_of(shell).session_id
+
+
+def test_aca_files_shows_the_browser(shell) -> None:
+    from aca_kernel._context import get_context
+    from aca_kernel.widgets import FileBrowser
+
+    client_of(shell).upload_file(b"1", "shown.txt")
+    assert get_context(shell).session().first_call is None
+    with capture_output() as cap:
+        shell.run_line_magic("aca_files", "")
+    assert cap.outputs and "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data
+    model_id = cap.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    from ipywidgets.widgets.widget import _instances  # the registry behind the deprecated Widget.widgets
+
+    fb = _instances[model_id]
+    assert isinstance(fb, FileBrowser)
+    try:
+        assert fb.wait()
+        assert get_context(shell).session().first_call is not None  # the widget's listing counts as use
+        assert [f.name for f in fb.files] == ["shown.txt"]
+        assert client_of(shell).session_id in fb._title.value
+        assert os.environ["ACA_TOKEN"] not in fb._title.value
+    finally:
+        fb.close()
+
+
+def test_file_browser_without_a_client_uses_the_current_session(shell) -> None:
+    from aca_kernel.widgets import FileBrowser
+
+    client_of(shell).upload_file(b"1", "ctx.txt")
+    fb = FileBrowser()
+    try:
+        assert fb.wait() and [f.name for f in fb.files] == ["ctx.txt"]
+        assert fb.client is client_of(shell)
+    finally:
+        fb.close()

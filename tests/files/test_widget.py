@@ -1,0 +1,401 @@
+"""FileBrowser's Python side against a real local pool: the table, sorting, folders, transfers, errors.
+
+Front-end events are simulated the way Lab sends them: ``Button.click()``, ``FileUpload.set_state(...)``.
+Worker threads are awaited with ``FileBrowser.wait()``, never with sleeps.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+from pathlib import Path
+
+import pytest
+
+from aca_kernel import SessionsClient
+from aca_kernel.widgets import FileBrowser
+
+from .conftest import V1, V2, GatedTransport
+
+
+def table_names(fb: FileBrowser) -> list[str]:
+    """The names in the table, in display order (the name cells are the buttons after the 4 headers)."""
+    return [c.description for c in fb._table.children[4:] if hasattr(c, "on_click")]
+
+
+def name_button(fb: FileBrowser, name: str):
+    return next(c for c in fb._table.children[4:] if getattr(c, "description", None) == name)
+
+
+def open_browser(browsers: list, client: SessionsClient, **kwargs: object) -> FileBrowser:
+    fb = FileBrowser(client=client, **kwargs)
+    browsers.append(fb)
+    assert fb.wait(60)
+    return fb
+
+
+def upload_via_picker(fb: FileBrowser, *files: tuple[str, bytes]) -> None:
+    fb._uploads._picker.set_state({"value": [
+        {"name": name, "type": "application/octet-stream", "size": len(data), "last_modified": 1578578296434,
+         "content": memoryview(data)} for name, data in files]})
+
+
+def test_table_lists_files_with_human_sizes_and_header(make_client, browsers, pool) -> None:
+    client = make_client()
+    client.upload_file(b"a,b\n1,2\n", "data.csv")
+    client.upload_file(b"x" * 1536, "blob.bin")
+    fb = open_browser(browsers, client)
+    assert table_names(fb) == ["blob.bin", "data.csv"]
+    cells = [getattr(c, "value", "") for c in fb._table.children]
+    assert any("1.5 KB" in v for v in cells) and any("text/csv" in v for v in cells)
+    assert client.session_id in fb._title.value and "127.0.0.1" in fb._title.value
+    assert pool.token not in fb._title.value
+    assert fb.status == "2 items in /mnt/data" and fb.status_kind == "info"
+
+
+def test_sorting_by_header_clicks(make_client, browsers) -> None:
+    client = make_client()
+    for name, size in (("b.txt", 30), ("a.txt", 300), ("c.txt", 3)):
+        client.upload_file(b"x" * size, name)
+    fb = open_browser(browsers, client)
+    assert table_names(fb) == ["a.txt", "b.txt", "c.txt"]
+    fb._sort_buttons["name"].click()  # same column again: descending
+    assert table_names(fb) == ["c.txt", "b.txt", "a.txt"] and "▼" in fb._sort_buttons["name"].description
+    fb._sort_buttons["size"].click()
+    assert table_names(fb) == ["c.txt", "b.txt", "a.txt"] and fb.sort_key == "size" and fb.ascending
+    fb._sort_buttons["size"].click()
+    assert table_names(fb) == ["a.txt", "b.txt", "c.txt"] and not fb.ascending
+    fb.sort_by("modified", ascending=True)
+    assert [f.name for f in fb.files] == table_names(fb)
+
+
+def test_folders_navigate_into_and_up(make_client, browsers) -> None:
+    client = make_client(V2)
+    client.upload_file(b"top", "top.txt")
+    client.upload_file(b"inner", "inner.txt", path="sub")
+    client.upload_file(b"deep", "deep.txt", path="sub/deeper")
+    fb = open_browser(browsers, client)
+    assert fb.supports_folders and table_names(fb) == ["sub", "top.txt"]  # folders first
+    assert fb._up_button.disabled
+    name_button(fb, "sub").click()
+    assert fb.wait()
+    assert fb.path == "sub" and table_names(fb) == ["deeper", "inner.txt"]
+    assert "/mnt/data/sub" in fb._location.value and not fb._up_button.disabled
+    name_button(fb, "deeper").click()
+    assert fb.wait() and table_names(fb) == ["deep.txt"]
+    fb._up_button.click()
+    assert fb.wait() and fb.path == "sub"
+    fb._up_button.click()
+    assert fb.wait() and fb.path == "" and table_names(fb) == ["sub", "top.txt"]
+
+
+def test_upload_from_browser_with_progress_rows(make_client, browsers) -> None:
+    client = make_client(V2)
+    client.upload_file(b"x", "inner.txt", path="sub")
+    fb = open_browser(browsers, client)
+    fb.navigate("sub")
+    assert fb.wait()
+    upload_via_picker(fb, ("x.csv", b"a,b"), ("y.txt", b"hello " * 1000))
+    assert fb.wait()
+    assert client.download_file("x.csv", path="sub") == b"a,b"
+    assert client.download_file("sub/y.txt") == b"hello " * 1000
+    rows = fb.transfers.rows
+    assert [r.bar.bar_style for r in rows] == ["success", "success"] and all(r.bar.value == 100 for r in rows)
+    assert fb._uploads._picker.value == ()  # cleared, so picking the same file again uploads again
+    assert table_names(fb) == ["inner.txt", "x.csv", "y.txt"]
+    assert fb.status_kind == "ok" and "Uploaded" in fb.status
+
+
+def test_upload_from_kernel_path(make_client, browsers, tmp_path: Path) -> None:
+    client = make_client()
+    local = tmp_path / "local.json"
+    local.write_text('{"k": [1, 2]}')
+    fb = open_browser(browsers, client)
+    fb._uploads._local_text.value = str(local)
+    fb._uploads._local_button.click()
+    assert fb.wait()
+    assert client.download_file("local.json") == b'{"k": [1, 2]}'
+    assert "local.json" in table_names(fb)
+    fb._uploads._local_text.value = str(tmp_path / "missing.txt")
+    fb._uploads._local_button.click()
+    assert fb.status_kind == "error" and "does not exist" in fb.status
+
+
+def test_upload_over_128_mb_refused_before_sending(make_client, browsers, tmp_path: Path) -> None:
+    client = make_client()
+    big = tmp_path / "big.bin"
+    with big.open("wb") as fh:  # sparse: no disk space used
+        fh.truncate(128 * 1024 * 1024 + 1)
+    fb = open_browser(browsers, client)
+    fb._uploads._local_text.value = str(big)
+    fb._uploads._local_button.click()
+    assert fb.wait()
+    assert fb.status_kind == "error" and "128 MB" in fb.status
+    assert client.list_files() == []
+
+
+def test_preview_text_csv_json_image_and_other(make_client, browsers) -> None:
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (4, 3), (200, 10, 10)).save(png, format="PNG")
+    client = make_client()
+    client.upload_file(b"line one\nline <two>\n", "notes.txt")
+    client.upload_file(b"a,b\n1,2\n", "data.csv")
+    client.upload_file(b'{"k":[1,2]}', "d.json")
+    client.upload_file(png.getvalue(), "pic.png")
+    client.upload_file(b"PK\x03\x04" + bytes(100), "arch.zip")
+    fb = open_browser(browsers, client)
+
+    seen: list[str | None] = []
+    fb.register_callback(lambda b: seen.append(b.selected.name if b.selected else None))
+    name_button(fb, "notes.txt").click()
+    assert fb.wait() and fb.selected is not None and fb.selected.name == "notes.txt"
+    assert "line &lt;two&gt;" in fb._selection.preview_widget.value
+    assert name_button(fb, "notes.txt").button_style == "info"
+    fb.select("data.csv")
+    assert fb.wait() and "<th>a</th>" in fb._selection.preview_widget.value
+    fb.select("d.json")
+    assert fb.wait() and '"k": [\n    1' in fb._selection.preview_widget.value.replace("&quot;", '"')
+    fb.select("pic.png")
+    assert fb.wait()
+    image = fb._selection.preview_widget
+    assert image.format == "png" and bytes(image.value) == png.getvalue()
+    fb.select("arch.zip")
+    assert fb.wait() and "No preview" in fb._selection.preview_widget.value
+    assert seen == ["notes.txt", "data.csv", "d.json", "pic.png", "arch.zip"]
+
+
+def test_preview_reads_only_the_head(make_client, browsers) -> None:
+    client = make_client()
+    client.upload_file(b"0123456789\n" * 100_000, "big.log")  # 1.1 MB
+    fb = open_browser(browsers, client)
+    fb.preview_bytes = 995
+    fb.select("big.log")
+    assert fb.wait()
+    value = fb._selection.preview_widget.value
+    assert "First 995 B of 1.0 MB" in value
+    assert value.count("0123456789") == 90  # 995 bytes hold 90 lines of 11 bytes and a cut "01234"
+    assert value.endswith("0123456789\n01234</pre></div>")
+
+
+def test_download_link_for_small_files_and_size_message_for_big(make_client, browsers) -> None:
+    client = make_client()
+    client.upload_file(b"a,b\n1,2\n", "data.csv")
+    client.upload_file(b"z" * 5000, "big.bin")
+    fb = open_browser(browsers, client)
+    fb.select("data.csv")
+    fb._selection._link_button.click()
+    assert fb.wait()
+    link = fb._selection._link.value
+    assert 'download="data.csv"' in link and base64.b64encode(b"a,b\n1,2\n").decode() in link
+    fb.link_limit = 1000
+    fb.select("big.bin")
+    fb._selection._link_button.click()
+    assert fb.wait()
+    assert fb.status_kind == "error" and "limited to 1000 B" in fb.status and fb._selection._link.value == ""
+
+
+def test_save_to_kernel_folder(make_client, browsers, tmp_path: Path) -> None:
+    client = make_client(V2)
+    payload = bytes(range(256)) * 1000
+    client.upload_file(payload, "sub/data.bin")
+    fb = open_browser(browsers, client, path="sub")
+    fb.select("data.bin")
+    fb._selection._folder_text.value = str(tmp_path / "out")
+    fb._selection._save_button.click()
+    assert fb.wait()
+    assert (tmp_path / "out" / "data.bin").read_bytes() == payload
+    assert fb.status_kind == "ok" and "Saved data.bin" in fb.status
+    assert fb.transfers.rows[-1].bar.bar_style == "success"
+
+
+def test_save_refuses_a_name_that_escapes_the_folder(make_client, browsers, tmp_path: Path) -> None:
+    client = make_client()
+    client.upload_file(b"secret", "data.csv")
+    outside = tmp_path / "outside.csv"
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    (folder / "data.csv").symlink_to(outside)  # saving "data.csv" here would write outside the folder
+    fb = open_browser(browsers, client)
+    fb.select("data.csv")
+    fb._selection._folder_text.value = str(folder)
+    fb._selection._save_button.click()
+    assert fb.wait()
+    assert fb.status_kind == "error" and "escape" in fb.status
+    assert not outside.exists()
+
+
+def test_delete_with_cancel_then_confirm(make_client, browsers) -> None:
+    client = make_client()
+    client.upload_file(b"1", "keep.txt")
+    client.upload_file(b"2", "gone.txt")
+    fb = open_browser(browsers, client)
+    fb.select("gone.txt")
+    assert fb.wait()
+    fb._selection._delete_button.click()
+    assert fb._selection.confirming and "gone.txt" in fb._selection._confirm_text.value
+    fb._selection._cancel_button.click()
+    assert not fb._selection.confirming and fb.status == "Delete cancelled."
+    assert {f.name for f in client.list_files()} == {"keep.txt", "gone.txt"}
+    fb._selection._delete_button.click()
+    fb._selection._confirm_button.click()
+    assert fb.wait()
+    assert [f.name for f in client.list_files()] == ["keep.txt"]
+    assert table_names(fb) == ["keep.txt"] and fb.selected is None
+    assert fb.status_kind == "ok" and fb.status == "Deleted /mnt/data/gone.txt"
+
+
+def test_errors_show_in_status_and_widget_keeps_working(make_client, browsers, tmp_path: Path) -> None:
+    client = make_client()
+    client.upload_file(b"1", "a.txt")
+    fb = open_browser(browsers, client)
+    fb.select("a.txt")
+    assert fb.wait()
+    client.delete_file("a.txt")  # gone behind the widget's back: the next download is a 404
+    fb._selection._folder_text.value = str(tmp_path)
+    fb._selection._save_button.click()
+    assert fb.wait()
+    assert fb.status_kind == "error" and "\n" not in fb.status and "a.txt" in fb.status
+    assert fb.transfers.rows[-1].bar.bar_style == "danger" and not (tmp_path / "a.txt").exists()
+    client.upload_file(b"2", "b.txt")
+    fb._refresh_button.click()
+    assert fb.wait()
+    assert table_names(fb) == ["b.txt"] and fb.status_kind == "info" and fb.selected is None
+
+
+def test_auth_error_is_one_line_without_the_token(pool, browsers) -> None:
+    bad = SessionsClient(pool.endpoint, "wrong-token-value", api_version=V1, max_retries=0)
+    try:
+        fb = open_browser(browsers, bad)
+        assert fb.status_kind == "error" and "\n" not in fb.status
+        assert "wrong-token-value" not in fb.status and "401" in fb.status
+        assert not fb._refresh_button.disabled
+    finally:
+        bad.close()
+
+
+def test_network_error_is_shown_and_refresh_recovers(make_client, browsers) -> None:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = SessionsClient(f"http://127.0.0.1:{port}/", "t", api_version=V1, max_retries=0)
+    try:
+        fb = open_browser(browsers, dead)
+        assert fb.status_kind == "error" and "\n" not in fb.status and str(port) in fb.status
+        fb._refresh_button.click()
+        assert fb.wait() and fb.status_kind == "error"
+    finally:
+        dead.close()
+
+
+def test_double_click_starts_one_transfer(pool, browsers, tmp_path: Path) -> None:
+    def is_download(request) -> bool:
+        return request.method == "GET" and "/files/content/" in request.url.path
+
+    gate = GatedTransport(is_download)
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=gate)
+    try:
+        client.upload_file(b"payload", "one.bin")
+        fb = open_browser(browsers, client)
+        fb._selection._folder_text.value = str(tmp_path)
+        fb.select("one.bin")  # no preview for .bin files, so no download yet
+        assert fb.wait()
+        fb._selection._save_button.click()
+        assert gate.wait_held(1)
+        fb._selection._save_button.click()
+        assert fb.busy == ["download:one.bin"] and "already downloading" in fb.status
+        gate.release()
+        assert fb.wait()
+        assert gate.held == [gate.held[0]] and (tmp_path / "one.bin").read_bytes() == b"payload"
+        assert len(fb.transfers.rows) == 1
+    finally:
+        gate.release()
+        client.close()
+
+
+def test_double_upload_of_the_same_name_runs_once(pool, browsers) -> None:
+    gate = GatedTransport(lambda r: r.method == "POST" and r.url.path.endswith("/files/upload"))
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=gate)
+    try:
+        fb = open_browser(browsers, client)
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert gate.wait_held(1)
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert "already uploading" in fb.status
+        gate.release()
+        assert fb.wait()
+        assert len(gate.held) == 1 and [f.name for f in client.list_files()] == ["x.csv"]
+    finally:
+        gate.release()
+        client.close()
+
+
+def test_folder_navigation_needs_v2(make_client, browsers) -> None:
+    fb = open_browser(browsers, make_client(V1))
+    assert not fb.supports_folders
+    fb.navigate("sub")
+    assert fb.path == "" and fb.status_kind == "error" and "v2 api version" in fb.status
+
+
+def test_callbacks_can_be_removed(make_client, browsers) -> None:
+    client = make_client()
+    client.upload_file(b"1", "a.txt")
+    fb = open_browser(browsers, client)
+    calls: list[object] = []
+
+    def cb(b: FileBrowser) -> None:
+        calls.append(b.selected)
+
+    fb.on_change(cb)
+    fb.select("a.txt")
+    fb.on_change(cb, remove=True)
+    fb.select(None)
+    assert fb.wait() and len(calls) == 1
+
+
+@pytest.mark.parametrize("bad", ["nope.txt"])
+def test_selecting_a_missing_name_is_an_error(make_client, browsers, bad: str) -> None:
+    fb = open_browser(browsers, make_client())
+    fb.select(bad)
+    assert fb.status_kind == "error" and bad in fb.status
+
+
+def test_service_413_is_shown_and_the_next_upload_works(pool, browsers) -> None:
+    """Fault injection: a 413 the local pool cannot produce (the client refuses >128 MB before sending)."""
+    import httpx
+
+    real = httpx.HTTPTransport()
+    rejected: list[str] = []
+
+    class Rejects413Once(httpx.BaseTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            if request.method == "POST" and "/files" in request.url.path and not rejected:
+                rejected.append(request.url.path)
+                request.read()
+                return httpx.Response(413, json={"error": {"code": "RequestEntityTooLarge",
+                                                           "message": "The request body is too large."}})
+            return real.handle_request(request)
+
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=Rejects413Once())
+    try:
+        fb = open_browser(browsers, client)
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert fb.wait()
+        assert fb.status_kind == "error" and "413" in fb.status and "\n" not in fb.status
+        assert fb.transfers.rows[-1].bar.bar_style == "danger"
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert fb.wait()
+        assert fb.status_kind == "ok" and table_names(fb) == ["x.csv"]
+    finally:
+        client.close()
+        real.close()
+
+
+def test_a_folder_path_on_v1_says_folders_need_v2(make_client, browsers) -> None:
+    client = make_client(V1)
+    client.upload_file(b"1", "a.txt")
+    fb = open_browser(browsers, client, path="sub")
+    assert fb.path == "" and table_names(fb) == ["a.txt"]
+    assert fb.status_kind == "error" and "folders need a v2 api version" in fb.status
