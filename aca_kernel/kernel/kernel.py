@@ -1,0 +1,135 @@
+"""``ACAKernel``: IPython's kernel with each cell routed through ``%%aca`` (sparkmagic's design).
+
+Because cells still run in the local IPython, widgets, comms, ``display()`` and local magics work as in any
+IPython kernel; only the cell body goes to the remote session. This module holds no protocol knowledge: the
+routing rule, completion/inspection forwarding, and the session lifecycle (identifier at start, deleted at
+shutdown/restart).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from ipykernel.ipkernel import IPythonKernel
+from IPython.utils.tokenutil import token_at_cursor
+from traitlets import Bool, Float, Int, Unicode
+
+from .. import __version__
+from .._context import ACAContext, get_context
+from .._runner import RemoteRunner
+from ..magics import load_ipython_extension
+
+__all__ = ["ACAKernel"]
+
+# Line magics that act on the local kernel and so keep a cell local when it holds only them.
+_LOCAL_LINE_MAGICS = ("aca", "config", "load_ext", "reload_ext", "unload_ext", "local")
+_SETTINGS = ("endpoint", "api_version", "token_scope", "session_id", "timeout", "rich", "max_output_bytes",
+             "progress_after", "keepalive", "cooldown", "complete_timeout")
+
+
+def _runs_locally(code: str) -> bool:
+    if code.lstrip().startswith("%%"):
+        return True  # a cell magic owns the cell (%%aca with options, %%local, %%time, ...)
+    lines = [ln.strip() for ln in code.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if not lines:
+        return True
+    return all(ln.startswith("%") and ln[1:].split(" ", 1)[0].startswith(_LOCAL_LINE_MAGICS) for ln in lines)
+
+
+class ACAKernel(IPythonKernel):
+    """Run notebook cells in an Azure Container Apps dynamic session (or the local session pool)."""
+
+    implementation = "aca_sessions"
+    implementation_version = __version__
+    banner = ("ACA Sessions — cells run in an Azure Container Apps dynamic session.\n"
+              "%aca_session shows where; %%local runs a cell in this kernel.")
+
+    # Unset (None) means: the ACA_ environment variable, else the built-in default (see ACASettings).
+    endpoint = Unicode(None, allow_none=True, config=True, help="Pool management endpoint; unset: the local pool.")
+    api_version = Unicode(None, allow_none=True, config=True, help="Data-plane API version.")
+    token_scope = Unicode(None, allow_none=True, config=True, help="Entra token scope.")
+    session_id = Unicode(None, allow_none=True, config=True, help="Session identifier (default: a fresh uuid4).")
+    timeout = Float(None, allow_none=True, config=True, help="Seconds to wait for one cell.")
+    rich = Bool(None, allow_none=True, config=True, help="Rich mode (full MIME bundles); False sends code as typed.")
+    max_output_bytes = Int(None, allow_none=True, config=True, help="Cut a cell's outputs beyond this size.")
+    progress_after = Float(None, allow_none=True, config=True, help="Seconds before the elapsed time shows.")
+    keepalive = Float(None, allow_none=True, config=True, help="Touch the session every N seconds (0: off).")
+    cooldown = Float(None, allow_none=True, config=True, help="The pool's cooldown, for expiry estimates.")
+    complete_timeout = Float(None, allow_none=True, config=True, help="Seconds for completion/inspection.")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        load_ipython_extension(self.shell)
+        self.context: ACAContext = get_context(self.shell)
+        settings = self.context.settings
+        for name in _SETTINGS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(settings, name, value)
+        if not settings.session_id:
+            settings.session_id = str(uuid.uuid4())  # the kernel's identifier exists from the start
+        self.runner = RemoteRunner(self.context)
+        self._route_remote = False
+        self.shell.input_transformers_cleanup.append(self._route)
+
+    def _route(self, lines: list[str]) -> list[str]:
+        # Applied by IPython's transform_cell: the cell becomes the body of %%aca, history keeps the raw text.
+        return ["%%aca\n", *lines] if self._route_remote and lines else lines
+
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict | None = None, allow_stdin: bool = False, *,
+                         cell_meta: dict | None = None, cell_id: str | None = None) -> dict[str, Any]:
+        first, _, rest = code.lstrip().partition("\n")
+        local = silent or _runs_locally(code)
+        if first.strip() == "%%local":
+            code, local = rest, True
+        # Silent code (VS Code's start-up probes) stays local: it must not allocate a session or print.
+        self._route_remote = not local
+        try:
+            if silent:
+                from IPython.utils.capture import capture_output
+
+                with capture_output():  # print nothing: stock ipykernel would still send its streams
+                    return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
+                                                    cell_meta=cell_meta, cell_id=cell_id)
+            return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
+                                            cell_meta=cell_meta, cell_id=cell_id)
+        finally:
+            self._route_remote = False
+
+    def _remote_ready(self) -> bool:
+        # Completion must not be what starts the local pool; a configured endpoint is cheap to ask.
+        return not self.context.uses_local_pool or self.context.local_pool is not None
+
+    def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
+        if line.startswith("%") or code.lstrip().startswith("%%local"):
+            return super().do_complete(code, cursor_pos)
+        reply = self.runner.complete(code, cursor_pos) if self._remote_ready() else None
+        if reply is None:
+            return {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos,
+                    "metadata": {}}
+        return {"status": "ok", "matches": list(reply.get("matches") or []),
+                "cursor_start": int(reply.get("cursor_start", cursor_pos)),
+                "cursor_end": int(reply.get("cursor_end", cursor_pos)), "metadata": reply.get("metadata") or {}}
+
+    def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                   omit_sections: Any = ()) -> dict[str, Any]:
+        if code.lstrip().startswith("%"):
+            return super().do_inspect(code, cursor_pos, detail_level, omit_sections)
+        name = token_at_cursor(code, cursor_pos)
+        reply = self.runner.inspect(name, detail_level) if name and self._remote_ready() else None
+        found = bool(reply and reply.get("found"))
+        return {"status": "ok", "found": found, "data": (reply or {}).get("data", {}) if found else {},
+                "metadata": {}}
+
+    def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        # Restart and shutdown end the session (DELETE where the API version has it): a restarted kernel gets
+        # a fresh identifier. Bounded, so a slow service cannot hold the shutdown.
+        closer = threading.Thread(target=self.context.close, kwargs={"delete_sessions": True}, daemon=True)
+        closer.start()
+        closer.join(timeout=10)
+        return super().do_shutdown(restart)

@@ -1,0 +1,277 @@
+"""``%%aca`` / ``%aca`` and the session magics; ``load_ipython_extension`` for ``%load_ext aca_sessions``.
+
+The kernel routes every cell through ``%%aca``, so this is the one place where remote outcomes are published
+(through ``kernel/display.py``): both faces behave the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from ._context import LOCAL_POOL_NOTE, ACAContext, get_context
+from ._runner import ExecutionInterrupted, RemoteRunner
+from .kernel.display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
+
+__all__ = ["ACAMagics", "load_ipython_extension", "unload_ipython_extension"]
+
+logger = logging.getLogger("aca_kernel.magics")
+
+
+def _offer_replay(shell: Any, magics: ACAMagics, session: str | None) -> None:
+    if not in_kernel(shell):
+        return
+    try:
+        import ipywidgets
+    except ImportError:
+        return
+    from IPython.display import display
+
+    button = ipywidgets.Button(description="Replay earlier cells", icon="repeat",
+                               tooltip="Re-run, in the new session, the cells that built the lost state")
+    output = ipywidgets.Output()
+
+    def on_click(_: Any) -> None:
+        button.disabled = True
+        with output:
+            magics.replay(session)
+
+    button.on_click(on_click)
+    display(ipywidgets.VBox([button, output]))
+
+
+def _valid_name(name: str, option: str) -> str:
+    if not name.isidentifier():
+        raise UsageError(f"{option} needs a Python variable name, got {name!r}.")
+    return name
+
+
+def _fmt_age(seconds: float) -> str:
+    seconds = int(abs(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+@magics_class
+class ACAMagics(Magics):
+    """Run cells in an Azure Container Apps dynamic session (or the local session pool)."""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.context: ACAContext = get_context(shell)
+        self.runner = RemoteRunner(self.context)
+
+    # --- %%aca / %aca ------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--session", "-s", metavar="NAME", help="Run in a named session (several per notebook).")
+    @argument("--endpoint", metavar="URL", help="Pool management endpoint for this cell.")
+    @argument("--api-version", metavar="VERSION", help="Data-plane API version for this cell.")
+    @argument("--timeout", type=float, metavar="SECONDS", help="How long to wait for this cell.")
+    @argument("--plain", action="store_true", help="Send the code exactly as typed (no rich-mode wrapper).")
+    @argument("--out", "-o", metavar="VAR", help="Store the last expression's value in local variable VAR.")
+    @argument("-i", dest="inputs", action="append", default=[], metavar="VAR",
+              help="Send local variable VAR to the session first (repeatable).")
+    @argument("--quiet", "-q", action="store_true", help="Show no outputs (errors still show).")
+    @line_cell_magic
+    def aca(self, line: str = "", cell: str | None = None) -> Any:
+        """Run code remotely: ``%%aca [options]`` for a cell, ``%aca [options --] code`` for one line."""
+        if cell is None:
+            options, sep, code = line.partition(" -- ") if line.lstrip().startswith("-") else ("", "", line)
+            if line.lstrip().startswith("-") and not sep:
+                raise UsageError("Put `--` between the options and the code, e.g. %aca --session s -- x + 1")
+            if not code.strip():
+                raise UsageError("Nothing to run: %aca CODE (or a %%aca cell).")
+            return self.run_cell(code, options, whole_cell=False)
+        return self.run_cell(cell, line, whole_cell=True)
+
+    def run_cell(self, code: str, line: str = "", *, whole_cell: bool = True) -> Any:
+        args = parse_argstring(self.aca, line)
+        out = _valid_name(args.out, "--out") if args.out else None
+        inputs = [_valid_name(name, "-i") for name in args.inputs]
+        missing = [name for name in inputs if name not in self.shell.user_ns]
+        if missing:
+            raise UsageError(f"-i {missing[0]}: no local variable of that name.")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("--timeout needs a positive number of seconds.")
+        if not code.strip():
+            return None
+        where = {"session": args.session, "endpoint": args.endpoint, "api_version": args.api_version}
+        progress = Progress(self.shell, self.context.settings.progress_after, whole_cell)
+        try:
+            for name in inputs:
+                self.runner.send_variable(name, self.shell.user_ns[name], **where)
+            outcome = self.runner.run(code, rich=False if args.plain else None, timeout=args.timeout,
+                                      export_value=out is not None, on_wait=progress, **where)
+        except ExecutionInterrupted as exc:
+            progress.finish()
+            raise interrupted(str(exc)) from None
+        except KeyboardInterrupt:  # during a transfer (-i / --out): no user code was running
+            progress.finish()
+            raise interrupted("Interrupted while moving a value to or from the session.") from None
+        except UsageError:
+            raise
+        except Exception as exc:
+            progress.finish()
+            raise self._error(exc) from None
+        progress.finish()
+        try:
+            value = publish(outcome, quiet=args.quiet)
+        except Exception as exc:  # a reply we cannot show must not take the kernel down
+            raise self._error(exc) from None
+        if outcome.session_lost and outcome.replayable:
+            _offer_replay(self.shell, self, args.session)
+        if outcome.error is not None:
+            err = outcome.error
+            raise remote_exception(err["ename"], err["evalue"], err["traceback"])
+        if out is not None:
+            self.shell.user_ns[out] = outcome.value if outcome.has_value else None
+        return value
+
+    def _error(self, exc: Exception) -> BaseException:
+        from ._exceptions import ACASessionsError
+        from ._localpool import LocalPoolError
+
+        if not isinstance(exc, ACASessionsError | LocalPoolError | RuntimeError | OSError):
+            logger.warning("unexpected failure while running a remote cell", exc_info=exc)
+        return one_line_error(exc)
+
+    # --- session magics ------------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("--session", "-s", metavar="NAME", help="A named session instead of the default one.")
+    @line_magic
+    def aca_session(self, line: str = "") -> None:
+        """Show the session: identifier, endpoint, API version, age and time left before the cooldown."""
+        args = parse_argstring(self.aca_session, line)
+        print(self.session_report(args.session))
+
+    def session_report(self, name: str | None = None) -> str:
+        ctx = self.context
+        lines = [ctx.describe(name)]
+        if ctx.uses_local_pool:
+            lines.append(LOCAL_POOL_NOTE)
+        state = ctx.existing(name)
+        if state is not None and state.first_call is not None:
+            lines.append(self._lifetime(state))
+        others = [n for n in ctx.session_names() if n is not None and n != name]
+        if others:
+            lines.append("named sessions: " + ", ".join(sorted(others)))
+        if ctx.settings.keepalive > 0:
+            lines.append(f"keep-alive: every {ctx.settings.keepalive:.0f} s (the session stays allocated and billed)")
+        return "\n".join(lines)
+
+    def _lifetime(self, state: Any) -> str:
+        from ._config import SESSION_API_VERSIONS
+
+        now = time.time()
+        if state.client.api_version in SESSION_API_VERSIONS:
+            try:
+                info = state.client.get_session()
+            except Exception as exc:
+                return f"session details unavailable: {exc}"
+            parts = []
+            if info.created_at:
+                parts.append(f"created {_fmt_age(now - info.created_at.timestamp())} ago")
+            if info.last_accessed_at:
+                parts.append(f"last used {_fmt_age(now - info.last_accessed_at.timestamp())} ago")
+            if info.expire_at:
+                left = info.expire_at.timestamp() - now
+                parts.append(f"expires at {info.expire_at:%Y-%m-%d %H:%M:%S %Z} (in {_fmt_age(left)})"
+                             if left > 0 else "expired")
+            return "; ".join(parts) or "the service reported no lifetime details"
+        cooldown = self.context.settings.cooldown
+        left = (state.last_call or now) + cooldown - now
+        return (f"first call {_fmt_age(now - state.first_call)} ago, last call {_fmt_age(now - state.last_call)} ago; "
+                f"estimated time left before the cooldown ends it: {_fmt_age(max(left, 0))} "
+                f"(cooldown {cooldown:.0f} s assumed; set it with %aca_config cooldown=N)")
+
+    @magic_arguments()
+    @argument("--session", "-s", metavar="NAME", help="A named session instead of the default one.")
+    @argument("--attach", metavar="ID", help="Join the existing session with this identifier.")
+    @argument("--keep", action="store_true", help="Do not delete the old session (where the API can).")
+    @line_magic
+    def aca_new_session(self, line: str = "") -> None:
+        """Start over on a fresh session identifier (the old session is deleted where the API version can)."""
+        args = parse_argstring(self.aca_new_session, line)
+        try:
+            new_id = self.context.new_session(args.session, args.attach, delete_old=not args.keep)
+        except Exception as exc:
+            raise self._error(exc) from None
+        verb = "attached to" if args.attach else "now using"
+        print(f"{verb} session {new_id}")
+
+    @line_magic
+    def aca_config(self, line: str = "") -> None:
+        """Show the settings, or set them: ``%aca_config rich=false timeout=60``."""
+        settings = self.context.settings
+        if not line.strip():
+            for key, value in settings.as_dict().items():
+                print(f"{key} = {value!r}")
+            return
+        changed = []
+        for pair in line.split():
+            key, sep, raw = pair.partition("=")
+            if not sep or key not in settings.as_dict():
+                raise UsageError(f"{pair!r}: use NAME=VALUE with NAME one of {', '.join(settings.as_dict())}.")
+            value: Any = None if raw.lower() in ("", "none") else raw
+            trait = settings.traits()[key]
+            try:
+                if value is not None and trait.__class__.__name__ == "Bool":
+                    value = raw.lower() in ("1", "true", "yes", "on")
+                elif value is not None:
+                    value = trait.from_string(raw)
+                setattr(settings, key, value)
+            except Exception as exc:
+                raise UsageError(f"{key}={raw}: {exc}") from None
+            changed.append(key)
+        print(", ".join(f"{k} = {getattr(settings, k)!r}" for k in changed))
+
+    @magic_arguments()
+    @argument("--session", "-s", metavar="NAME", help="A named session instead of the default one.")
+    @line_magic
+    def aca_replay(self, line: str = "") -> None:
+        """Re-run, in the new session, the cells that built the state of a recycled session."""
+        args = parse_argstring(self.aca_replay, line)
+        self.replay(args.session)
+
+    def replay(self, session: str | None = None) -> None:
+        state = self.context.existing(session)
+        cells = list(state.replay) if state is not None else []
+        if not cells:
+            print("Nothing to replay: no lost session state is recorded.")
+            return
+        for n, code in enumerate(cells, 1):
+            if code.startswith("# -i "):
+                print(f"[{n}/{len(cells)}] skipped (re-send it with -i): {code[2:]}")
+                continue
+            outcome = self.runner.run(code, session=session)
+            if outcome.error is not None:
+                sys.stderr.write(f"[{n}/{len(cells)}] failed: {outcome.error['ename']}: {outcome.error['evalue']}; "
+                                 f"stopped replaying\n")
+                return
+        state.replay.clear()
+        print(f"Replayed {len(cells)} cell(s).")
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext aca_sessions``: register ``%%aca``, the session magics and the file magics."""
+    from ._filemagics import FileMagics
+
+    get_context(ip)
+    ip.register_magics(ACAMagics)
+    ip.register_magics(FileMagics)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    ctx = getattr(ip, "_aca_context", None)
+    if ctx is not None:
+        ctx.close()
+        ip._aca_context = None

@@ -1,0 +1,205 @@
+"""Session lifecycle through the real kernel: interrupts, restart, lost state, silent code, auth failures."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from .conftest import write_kernelspec
+from .helpers import drain, run, text
+
+
+def _identifier(kc) -> str:
+    _, out = run(kc, "%aca_session")
+    m = re.search(r"identifier (\S+)", text(out))
+    assert m, text(out)
+    return m.group(1)
+
+
+@pytest.fixture
+def kernel():
+    started = []
+
+    def start(name: str = "aca_test"):
+        km, kc = start_new_kernel(kernel_name=name)
+        started.append((km, kc))
+        return km, kc
+
+    yield start
+    for km, kc in started:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+@pytest.mark.parametrize("spec", ["aca_test", "aca_test_signal"])
+def test_interrupt_returns_at_once_and_kernel_stays_usable(kernel, spec):
+    km, kc = kernel(spec)
+    assert km.kernel_spec.interrupt_mode == ("message" if spec == "aca_test" else "signal")
+    run(kc, "1")  # the session exists, so the slow cell below is slow only because of its sleep
+    msg_id = kc.execute("import time\ntime.sleep(6)\n'finished'")
+    while True:  # wait until the kernel is working on the cell
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(1)
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert "may still be running" in reply["content"]["evalue"]
+    assert "execution limit" in reply["content"]["evalue"]
+    drain(kc)
+    reply, out = run(kc, "%%local\nprint('local ok')")
+    assert text(out) == "local ok\n"
+    reply, out = run(kc, "21 * 2", timeout=60)  # waits for the abandoned remote cell, then runs
+    assert reply["status"] == "ok"
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["42"]
+
+
+def test_restart_gives_a_fresh_identifier_and_state(kernel):
+    km, kc = kernel()
+    run(kc, "kept = 1")
+    before = _identifier(kc)
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=60)
+    drain(kc)
+    after = _identifier(kc)
+    assert after != before
+    reply, _out = run(kc, "kept")
+    assert reply["status"] == "error" and reply["ename"] == "NameError"
+
+
+def test_identifier_from_environment(kernel, kernelspecs, pool):
+    write_kernelspec(kernelspecs, "aca_test_fixed_id",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                      "ACA_SESSION_ID": "fixed-session-0001", "ACA_PROGRESS_AFTER": "60"})
+    _km, kc = kernel("aca_test_fixed_id")
+    assert _identifier(kc) == "fixed-session-0001"
+
+
+def test_silent_code_runs_locally_and_allocates_nothing(kernel):
+    _km, kc = kernel()
+    reply, out = run(kc, "import os\n_aca_probe = os.getpid()\nprint('hidden')", silent=True)
+    assert reply["status"] == "ok"
+    assert out == []
+    _, out = run(kc, "%aca_session")
+    assert "not started yet" in text(out)
+    reply, out = run(kc, "%%local\nprint(_aca_probe > 0)")
+    assert text(out) == "True\n"
+
+
+def test_lost_state_is_detected_and_replayable(kernel, kernelspecs, make_pool):
+    short = make_pool("--cooldown", "2", "--ready", "0")
+    write_kernelspec(kernelspecs, "aca_test_cooldown",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": short.endpoint, "ACA_TOKEN": short.token or "",
+                      "ACA_PROGRESS_AFTER": "60"})
+    _km, kc = kernel("aca_test_cooldown")
+    reply, _ = run(kc, "base = 41")
+    assert reply["status"] == "ok"
+    reply, _ = run(kc, "import math")
+    assert reply["status"] == "ok"
+    time.sleep(5)  # idle past the pool's 2 s cooldown: the session is recycled
+    reply, out = run(kc, "base + 1")
+    assert reply["status"] == "error" and reply["ename"] == "NameError"
+    notice = text(out, "stderr")
+    assert "was recycled" in notice and "%aca_replay" in notice and "2 cell(s)" in notice
+    assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
+               for m in out if m["msg_type"] == "display_data")  # the replay button
+    reply, out = run(kc, "%aca_replay")
+    assert "Replayed 2 cell(s)" in text(out)
+    reply, out = run(kc, "base + 1")
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["42"]
+
+
+def test_auth_failure_is_one_line_that_says_what_to_do(kernel, kernelspecs, pool):
+    write_kernelspec(kernelspecs, "aca_test_badtoken",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": "wrong-token",
+                      "ACA_PROGRESS_AFTER": "60"})
+    _km, kc = kernel("aca_test_badtoken")
+    reply, out = run(kc, "1 + 1")
+    assert reply["status"] == "error"
+    assert reply["ename"] == "ClientAuthenticationError"
+    assert [m["msg_type"] for m in out] == ["error"]
+    tb = out[0]["content"]["traceback"]
+    assert len(tb) == 1 and "Traceback" not in tb[0]
+    assert "wrong-token" not in tb[0]
+    assert "dynamicsessions.io" in tb[0] or "sign in" in tb[0].lower() or "token" in tb[0].lower()
+
+
+def _listed_sessions(pool) -> set[str]:
+    import httpx
+
+    response = httpx.get(pool.endpoint.rstrip("/") + "/listSessions", params={"api-version": "2025-02-02-preview"},
+                         headers={"Authorization": f"Bearer {pool.token}"}, timeout=30)
+    response.raise_for_status()
+    body = response.json()
+    return {s["identifier"] for s in body.get("sessions", body.get("value", []))}
+
+
+def test_restart_deletes_the_old_session_where_the_api_can(kernel, kernelspecs, pool):
+    write_kernelspec(kernelspecs, "aca_test_v2025",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                      "ACA_API_VERSION": "2025-02-02-preview", "ACA_PROGRESS_AFTER": "60"})
+    km, kc = kernel("aca_test_v2025")
+    run(kc, "state = 1")
+    old = _identifier(kc)
+    _, out = run(kc, "%aca_session")
+    assert "expires at" in text(out)  # GET session on this version
+    assert old in _listed_sessions(pool)
+    km.restart_kernel(now=False)
+    kc.wait_for_ready(timeout=60)
+    assert old not in _listed_sessions(pool)
+
+
+def test_completion_gives_nothing_when_the_session_is_busy(kernel):
+    km, kc = kernel()
+    run(kc, "alpha_value = 1")
+    msg_id = kc.complete("alpha_", 6)  # the first completion also loads the remote completer (about 1 s)
+    reply = kc.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["matches"] == ["alpha_value"]
+    run(kc, "%aca_config complete_timeout=1")
+    cell = kc.execute("import time\ntime.sleep(6)")
+    while True:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == cell and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(1)
+    km.interrupt_kernel()  # the remote cell keeps the session busy for a few more seconds
+    assert kc.get_shell_msg(timeout=10)["parent_header"]["msg_id"] == cell
+    kc.complete("alpha_", 6)
+    reply = kc.get_shell_msg(timeout=30)
+    assert reply["content"]["status"] == "ok" and reply["content"]["matches"] == []
+
+
+def test_keepalive_keeps_an_idle_session(kernel, kernelspecs, make_pool):
+    short = make_pool("--cooldown", "2", "--ready", "0")
+    write_kernelspec(kernelspecs, "aca_test_keepalive",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": short.endpoint, "ACA_TOKEN": short.token or "",
+                      "ACA_KEEPALIVE": "0.5", "ACA_PROGRESS_AFTER": "60"})
+    _km, kc = kernel("aca_test_keepalive")
+    run(kc, "kept_alive = 'yes'")
+    time.sleep(5)  # well past the 2 s cooldown, with only the keep-alive touching the session
+    reply, out = run(kc, "kept_alive")
+    assert reply["status"] == "ok", out
+    assert "was recycled" not in text(out, "stderr")
+    _, out = run(kc, "%aca_session")
+    assert "keep-alive: every" in text(out)
+
+
+def test_kernel_options_are_traitlets(kernel, kernelspecs, pool):
+    write_kernelspec(kernelspecs, "aca_test_configured",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                      "ACA_PROGRESS_AFTER": "60"},
+                     extra_argv=("--ACAKernel.session_id=from-config-0001", "--ACAKernel.rich=False",
+                                 "--ACAKernel.cooldown=900"))
+    _km, kc = kernel("aca_test_configured")
+    assert _identifier(kc) == "from-config-0001"
+    _, out = run(kc, "%aca_config")
+    assert "rich = False" in text(out) and "cooldown = 900.0" in text(out)
+    reply, out = run(kc, "print('typed')\n3")
+    assert reply["status"] == "ok" and text(out) == "typed\n"

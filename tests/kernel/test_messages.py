@@ -1,0 +1,209 @@
+"""Every mapping from a remote reply to Jupyter messages, through a real kernel and a real local pool."""
+
+from __future__ import annotations
+
+import base64
+import struct
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+from .helpers import run, text
+
+
+@pytest.fixture(scope="module")
+def kc():
+    km, client = start_new_kernel(kernel_name="aca_test")
+    try:
+        yield client
+    finally:
+        client.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def kinds(outputs: list[dict]) -> list[str]:
+    return [m["msg_type"] for m in outputs]
+
+
+def test_streams_and_value_with_execution_count(kc):
+    reply, out = run(kc, "print('a')\nimport sys\nprint('b', file=sys.stderr)\n40 + 2")
+    assert reply["status"] == "ok"
+    assert text(out) == "a\n" and text(out, "stderr") == "b\n"
+    result = [m for m in out if m["msg_type"] == "execute_result"]
+    assert len(result) == 1
+    assert result[0]["content"]["data"] == {"text/plain": "42"}
+    assert result[0]["content"]["execution_count"] == reply["execution_count"]
+
+
+def test_error_is_one_error_message_with_remote_traceback(kc):
+    reply, out = run(kc, "def f():\n    return 1 / 0\nf()")
+    assert reply["status"] == "error"
+    assert reply["ename"] == "ZeroDivisionError" and reply["evalue"] == "division by zero"
+    assert kinds(out) == ["error"]
+    tb = "\n".join(out[0]["content"]["traceback"])
+    assert "line 2" in tb and "return 1 / 0" in tb
+    assert "\x1b[" in tb  # coloured like IPython's
+    assert "aca_kernel" not in tb and "_runner" not in tb
+
+
+def test_displays_come_back_in_order_with_full_bundles(kc):
+    code = (
+        "from IPython.display import display, Markdown, HTML, JSON, Latex, SVG\n"
+        "display(Markdown('**one**'))\n"
+        "print('between')\n"
+        "display(HTML('<i>two</i>'))\n"
+        "display(JSON({'a': 1}))\n"
+        "display(Latex('$x^2$'))\n"
+        "display(SVG('<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"4\" height=\"4\"></svg>'))\n"
+        "'last'"
+    )
+    reply, out = run(kc, code)
+    assert reply["status"] == "ok"
+    assert kinds(out) == ["display_data", "stream", "display_data", "display_data", "display_data",
+                          "display_data", "execute_result"]
+    data = [m["content"].get("data", {}) for m in out]
+    assert data[0]["text/markdown"] == "**one**"
+    assert data[2]["text/html"] == "<i>two</i>"
+    assert data[3]["application/json"] == {"a": 1}
+    assert data[4]["text/latex"] == "$x^2$"
+    assert "<svg" in data[5]["image/svg+xml"]
+    assert data[6]["text/plain"] == "'last'"
+
+
+def test_dataframe_as_html(kc):
+    reply, out = run(kc, "import pandas as pd\ndf = pd.DataFrame({'col': range(3)})\ndf")
+    assert reply["status"] == "ok"
+    (res,) = [m for m in out if m["msg_type"] == "execute_result"]
+    assert "<table" in res["content"]["data"]["text/html"] and "col" in res["content"]["data"]["text/plain"]
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_every_figure_is_a_real_png(kc):
+    code = ("import matplotlib.pyplot as plt\n"
+            "plt.plot([1, 2, 3])\n"
+            "plt.figure()\n"
+            "plt.bar([1, 2], [3, 4])\n")
+    reply, out = run(kc, code)
+    assert reply["status"] == "ok"
+    pngs = [m for m in out if m["msg_type"] == "display_data" and "image/png" in m["content"]["data"]]
+    assert len(pngs) == 2
+    for m in pngs:
+        width, height = _png_size(base64.b64decode(m["content"]["data"]["image/png"]))
+        assert width > 50 and height > 50
+
+
+def test_plain_mode_sends_code_as_typed(kc):
+    reply, out = run(kc, "%%aca --plain\nprint('p')\nimport sys; print('e', file=sys.stderr)\n2 + 3")
+    assert reply["status"] == "ok"
+    assert text(out) == "p\n" and text(out, "stderr") == "e\n"
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["5"]
+    reply, out = run(kc, "%%aca --plain\nundefined_name")
+    assert reply["status"] == "error" and reply["ename"] == "NameError"
+    assert kinds(out) == ["error"]
+
+
+def test_plain_mode_image_result(kc):
+    reply, out = run(kc, "%%aca --plain\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+    assert reply["status"] == "ok"
+    pngs = [m for m in out if m["msg_type"] in ("display_data", "execute_result")
+            and "image/png" in m["content"]["data"]]
+    assert pngs, out
+    _png_size(base64.b64decode(pngs[0]["content"]["data"]["image/png"]))
+
+
+def test_kernel_option_turns_rich_mode_off(kc):
+    run(kc, "%aca_config rich=false")
+    try:
+        _reply, out = run(kc, "print('plain')\n7")
+        assert text(out) == "plain\n"
+        assert [m["content"]["data"] for m in out if m["msg_type"] == "execute_result"] == [{"text/plain": "7"}]
+    finally:
+        run(kc, "%aca_config rich=true")
+
+
+def test_outputs_over_the_limit_are_cut_with_a_notice(kc):
+    run(kc, "%aca_config max_output_bytes=2000")
+    try:
+        reply, out = run(kc, "print('x' * 50000)\n'done'")
+        assert reply["status"] == "ok"
+        assert text(out).count("x") <= 2000
+        assert "output cut at 2,000 bytes" in text(out, "stderr")
+    finally:
+        run(kc, "%aca_config max_output_bytes=5000000")
+
+
+def test_long_cell_shows_elapsed_time_in_one_display_then_removes_it(kc):
+    run(kc, "%aca_config progress_after=0.5")
+    try:
+        reply, out = run(kc, "import time\ntime.sleep(3)\n5")
+    finally:
+        run(kc, "%aca_config progress_after=60")
+    assert reply["status"] == "ok"
+    first = out[0]
+    assert first["msg_type"] == "display_data"
+    display_id = first["content"]["transient"]["display_id"]
+    assert "running remotely" in first["content"]["data"]["text/plain"]
+    updates = [m for m in out if m["msg_type"] == "update_display_data"]
+    assert updates and all(m["content"]["transient"]["display_id"] == display_id for m in updates)
+    assert [m["msg_type"] for m in out][-2:] == ["clear_output", "execute_result"]
+
+
+def test_local_cells_and_magics_stay_local(kc):
+    reply, out = run(kc, "%%local\nonly_here = 'local'\nprint(only_here)")
+    assert text(out) == "local\n"
+    reply, out = run(kc, "only_here")
+    assert reply["status"] == "error" and reply["ename"] == "NameError"  # the remote session never saw it
+    reply, out = run(kc, "%%local\nonly_here")
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["'local'"]
+    reply, out = run(kc, "%aca_session")
+    assert "identifier" in text(out) and "api-version" in text(out)
+
+
+def test_state_persists_between_cells(kc):
+    run(kc, "counter = 10")
+    _reply, out = run(kc, "counter += 1\ncounter")
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["11"]
+    # and `_` is the last value of the user's cell, not the wrapper's
+    _reply, out = run(kc, "_ * 2")
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["22"]
+
+
+def test_local_widgets_work_and_remote_widget_views_are_not_sent(kc):
+    reply, out = run(kc, "%%local\nimport ipywidgets\nipywidgets.IntSlider(value=3)")
+    (res,) = [m for m in out if m["msg_type"] == "execute_result"]
+    assert "application/vnd.jupyter.widget-view+json" in res["content"]["data"]  # a live comm in this kernel
+    reply, out = run(kc, "import ipywidgets\nipywidgets.IntSlider(value=3)")
+    assert reply["status"] == "ok"
+    (res,) = [m for m in out if m["msg_type"] == "execute_result"]
+    # the remote model has no comm to this frontend: only its text is shown
+    assert list(res["content"]["data"]) == ["text/plain"] and "IntSlider" in res["content"]["data"]["text/plain"]
+
+
+def test_service_timeout_is_an_error_that_says_so(kc):
+    reply, out = run(kc, "%%aca --timeout 2\nimport time\ntime.sleep(8)")
+    assert reply["status"] == "error" and reply["ename"] == "TimeoutError"
+    assert [m["msg_type"] for m in out] == ["error"]
+    assert "time limit" in "\n".join(out[0]["content"]["traceback"])
+
+
+def test_top_level_await_and_the_pager(kc):
+    reply, out = run(kc, "import asyncio\nawait asyncio.sleep(0)\nprint('awaited')\n'done'")
+    assert reply["status"] == "ok"
+    assert text(out) == "awaited\n"
+    assert [m["content"]["data"] for m in out if m["msg_type"] == "execute_result"] == [{"text/plain": "'done'"}]
+    reply, out = run(kc, "len?")
+    assert out == []
+    (payload,) = reply["payload"]
+    assert payload["source"] == "page" and "Return the number of items" in payload["data"]["text/plain"]
+
+
+def test_output_before_an_error_keeps_its_order(kc):
+    reply, out = run(kc, "print('before')\nraise RuntimeError('after')")
+    assert reply["status"] == "error" and reply["ename"] == "RuntimeError"
+    assert [m["msg_type"] for m in out] == ["stream", "error"]
+    assert out[0]["content"]["text"] == "before\n"

@@ -1,0 +1,117 @@
+"""The rich-mode wrapper and reply parsing on their own, plus faults the emulator cannot produce.
+
+Fault injection (a garbled envelope, a service that cuts stdout at 4096 characters) uses httpx.MockTransport,
+the client's test seam; everything else runs real code.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from aca_kernel import _rich
+from aca_kernel._context import ACAContext, ACASettings
+from aca_kernel._runner import RemoteRunner
+from aca_kernel.kernel.display import parse_stderr_error
+
+
+def test_wrapper_falls_back_inside_plain_python():
+    # A remote side without IPython still runs the cell and says so in the envelope.
+    wrapped = _rich.wrap_code("x = 2\nprint('out')\nx * 21", tag="t", max_output_bytes=10_000)
+    script = f"import sys\nvalue = {wrapped}\nsys.stdout.write('\\n' + value)"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "out"
+    env = _rich.parse_envelope(lines[-1])
+    assert env is not None and env.ipython is False
+    assert env.outputs == [{"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {}}]
+
+
+@pytest.mark.parametrize("value", [
+    None, 42, "plain text", "@@ACA-RICH/1@@{not json", "@@ACA-RICH/9@@{}", '@@ACA-RICH/1@@{"v": 1}',
+    {"type": "image"},
+])
+def test_garbled_or_missing_envelopes_are_rejected(value):
+    assert _rich.parse_envelope(value) is None
+
+
+def test_envelope_quoted_by_the_service_is_still_read():
+    body = '@@ACA-RICH/1@@{"v": 1, "outputs": [], "fresh": true}'
+    assert _rich.parse_envelope(repr(body)).fresh is True
+
+
+@pytest.mark.parametrize("stderr, ename, evalue", [
+    ("division by zero\n---------\nZeroDivisionError  Traceback (most recent call last)\nCell In[3], line 1\n"
+     "----> 1 1/0\n\nZeroDivisionError: division by zero\n", "ZeroDivisionError", "division by zero"),
+    ("illegal target for annotation (3407605186.py, line 6)  Cell In[2363], line 6\n    'f': 'T.csv'\n    ^\n"
+     "SyntaxError: illegal target for annotation\n\n", "SyntaxError", "illegal target for annotation"),
+    ("Request timed out waiting for code execution to complete", "TimeoutError",
+     "Request timed out waiting for code execution to complete"),
+    ("Execution aborted", "RemoteExecutionError", "Execution aborted"),
+    ("", "RemoteExecutionError", "the remote execution failed without any message"),
+])
+def test_stderr_of_a_failure_becomes_an_error(stderr, ename, evalue):
+    fallback = "TimeoutError" if "timed out" in stderr else "RemoteExecutionError"
+    name, value, tb = parse_stderr_error(stderr, fallback)
+    assert (name, value) == (ename, evalue)
+    assert tb and any("\x1b[" in line for line in tb)
+
+
+@pytest.fixture(autouse=True)
+def _static_token(monkeypatch):
+    monkeypatch.setenv("ACA_TOKEN", "static-test-token")
+
+
+def _context(handler) -> ACAContext:
+    settings = ACASettings(endpoint="http://pool.invalid/", api_version="2025-10-02-preview", session_id="s-1234")
+    ctx = ACAContext(None, settings)
+    ctx.transport = httpx.MockTransport(handler)
+    return ctx
+
+
+def _v2_reply(stdout: str, result: object) -> httpx.Response:
+    return httpx.Response(200, json={"id": "e1", "identifier": "s-1234", "executionType": "Synchronous",
+                                     "status": "Succeeded",
+                                     "result": {"stdout": stdout, "stderr": "", "executionResult": result,
+                                                "executionTimeInMilliseconds": 3}})
+
+
+def test_garbled_envelope_falls_back_to_the_plain_reply():
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return _v2_reply("printed\n", "@@ACA-RICH/1@@{truncated")
+
+    ctx = _context(handler)
+    outcome = RemoteRunner(ctx).run("print('printed')")
+    assert len(sent) == 1  # never re-sent
+    assert outcome.ok
+    assert outcome.outputs[0] == {"output_type": "stream", "name": "stdout", "text": "printed\n"}
+
+
+def test_service_cut_stdout_is_announced():
+    ctx = _context(lambda request: _v2_reply("y" * 4096, ""))
+    outcome = RemoteRunner(ctx).run("print('y' * 10000)", rich=False)
+    assert any("cut stdout at 4096 characters" in n and "rich mode" in n for n in outcome.notices)
+
+
+def test_json_values_go_inline_and_others_by_file():
+    codes = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/executions"):
+            codes.append(json.loads(request.content)["code"])
+            return _v2_reply("", None)
+        assert request.url.path.endswith("/files")  # the pickled upload
+        return httpx.Response(200, json={"name": "x.pkl", "type": "file", "sizeInBytes": 10})
+
+    runner = RemoteRunner(_context(handler))
+    runner.send_variable("a", {"k": [1, 2]})
+    runner.send_variable("b", (1, 2))
+    assert codes[0] == "a = __import__('json').loads('{\"k\": [1, 2]}')"
+    assert "pickle" in codes[1] and codes[1].startswith("b = ")
