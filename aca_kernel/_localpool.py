@@ -1,0 +1,312 @@
+"""Find or start this user's local session pool (the emulator), shared by the kernel, ``%%aca`` and the CLI.
+
+One pool per user: its pid, endpoint and token live in ``<jupyter runtime dir>/aca-sessions-pool.json``
+(mode 0600; ``ACA_LOCAL_POOL_DIR`` overrides the directory). A file lock makes two kernels starting at the
+same moment share one pool. The pool runs detached (its own session) so it outlives the process that started
+it; ``aca-sessions pool stop`` ends it. Extra emulator options come from ``ACA_LOCAL_POOL_ARGS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["LocalPool", "LocalPoolError", "ensure_local_pool", "local_pool_status", "session_count", "state_dir",
+           "stop_local_pool"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "aca-sessions-pool.json"
+LOCK_FILE = "aca-sessions-pool.lock"
+LOG_FILE = "aca-sessions-pool.log"
+OUT_FILE = "aca-sessions-pool.out"  # the emulator's stdout (endpoint and token), removed once read
+DATA_DIR = "aca-sessions-pool-data"
+# A pool-level call that needs no session identifier, so the health check never allocates a session kernel.
+_HEALTH_QUERY = "listSessions?api-version=2025-02-02-preview"
+
+
+class LocalPoolError(RuntimeError):
+    """The local session pool could not be started or reached; the message says where its log is."""
+
+
+@dataclass(frozen=True)
+class LocalPool:
+    endpoint: str
+    token: str = field(repr=False)
+    pid: int
+    started: bool  # True when this call started it, False when an existing pool was reused
+    session_id: str | None = None  # the pool's default session, shared by `aca-sessions exec` and `files`
+    log_file: str | None = None
+
+
+def state_dir() -> Path:
+    override = os.environ.get("ACA_LOCAL_POOL_DIR")
+    if override:
+        return Path(override).expanduser()
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return Path(jupyter_runtime_dir())
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, timeout: float) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _lock(fd)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise LocalPoolError(
+                        f"timed out waiting for the local pool lock {directory / LOCK_FILE}; "
+                        "another process is starting the pool"
+                    ) from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+
+
+if sys.platform == "win32":  # pragma: no cover - the local pool's sandbox is Linux-only; keep it importable
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _read_state(directory: Path) -> dict | None:
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or not all(k in state for k in ("pid", "endpoint", "token")):
+        return None
+    return state
+
+
+def _write_state(directory: Path, state: dict) -> None:
+    path = directory / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(state, f)
+    os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a file left over from a crash
+    os.replace(tmp, path)
+
+
+def _reap(pid: int) -> None:
+    # A pool started by this very process stays a zombie after it exits until waited for.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _process_exists(pid: int) -> bool:
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # someone else's process reusing the pid: not our pool
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():
+        try:
+            return b"aca_kernel.emulator" in cmdline.read_bytes()
+        except OSError:
+            return False
+    return True
+
+
+def _answers(endpoint: str, token: str, timeout: float = 10.0) -> bool:
+    import httpx
+
+    try:
+        r = httpx.get(endpoint.rstrip("/") + "/" + _HEALTH_QUERY, headers={"Authorization": f"Bearer {token}"},
+                      timeout=timeout)
+    except httpx.TimeoutException:
+        # Our emulator process is there but slow (busy machine): replacing it would kill the user's sessions.
+        logger.warning("the local session pool at %s is slow to answer; reusing it anyway", endpoint)
+        return True
+    except httpx.HTTPError:
+        return False
+    # Any answer but an auth failure means a pool that accepts our token is listening there.
+    return r.status_code not in (401, 403)
+
+
+def _alive(state: dict) -> bool:
+    return _process_exists(int(state["pid"])) and _answers(state["endpoint"], state["token"])
+
+
+def _pool_from_state(state: dict, *, started: bool, directory: Path) -> LocalPool:
+    return LocalPool(endpoint=state["endpoint"], token=state["token"], pid=int(state["pid"]), started=started,
+                     session_id=state.get("session_id"), log_file=str(directory / LOG_FILE))
+
+
+def _emulator_argv(data_dir: Path) -> list[str]:
+    extra = shlex.split(os.environ.get("ACA_LOCAL_POOL_ARGS", ""))
+    if any(a == "--token" or a.startswith("--token=") for a in extra):
+        raise LocalPoolError("ACA_LOCAL_POOL_ARGS must not set --token: the local pool makes its own")
+    # No --token: any local user can read a command line (ps). The emulator makes a random token and prints
+    # it on its stdout, which only this user can read (see _start).
+    argv = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
+            "--data-dir", str(data_dir), *extra]
+    if shutil.which("bwrap") is None and "--no-sandbox" not in extra:
+        logger.warning("bubblewrap (bwrap) is not installed: the local pool runs sessions without a sandbox")
+        argv.append("--no-sandbox")
+    return argv
+
+
+def _start(directory: Path, timeout: float) -> dict:
+    data_dir = directory / DATA_DIR
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = directory / LOG_FILE
+    out_path = directory / OUT_FILE
+    env = {k: v for k, v in os.environ.items() if k not in ("ACA_POOL_MANAGEMENT_ENDPOINT", "ACA_TOKEN")}
+    env["PYTHONUNBUFFERED"] = "1"  # the announcement lines must reach the file at once
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        # Files, not pipes: the pool outlives us and must never write into a closed pipe.
+        proc = subprocess.Popen(_emulator_argv(data_dir), stdin=subprocess.DEVNULL, stdout=out_fd, stderr=log_fd,
+                                env=env, cwd=directory, start_new_session=True)
+    finally:
+        os.close(log_fd)
+        os.close(out_fd)
+    try:
+        deadline = time.monotonic() + timeout
+        while (announced := _read_announcement(out_path)) is None:
+            if proc.poll() is not None:
+                raise LocalPoolError(f"the local session pool exited with code {proc.returncode} during start-up; "
+                                     f"see {log_path}")
+            if time.monotonic() > deadline:
+                _terminate(proc.pid)
+                raise LocalPoolError(f"the local session pool did not start within {timeout:.0f} s; see {log_path}")
+            time.sleep(0.05)
+    finally:
+        # The token lives on only in the 0600 state file; the pool keeps writing to the unlinked file, if at all.
+        with contextlib.suppress(FileNotFoundError):
+            out_path.unlink()
+    endpoint, token = announced
+    # Keep the Popen from warning when it is garbage-collected while the detached pool runs on.
+    proc.returncode = 0
+    state = {"pid": proc.pid, "endpoint": endpoint, "token": token, "session_id": str(uuid.uuid4()),
+             "started_at": time.time(), "log_file": str(log_path)}
+    _write_state(directory, state)
+    logger.info("started the local session pool at %s (pid %d)", endpoint, proc.pid)
+    return state
+
+
+def _read_announcement(path: Path) -> tuple[str, str] | None:
+    """(endpoint, token) once the emulator has printed both lines, else None."""
+    values: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(": ")
+                if sep and key in ("pool endpoint", "token") and line.endswith("\n"):
+                    values[key] = value.strip()
+    except OSError:
+        return None
+    if "pool endpoint" in values and "token" in values:
+        return values["pool endpoint"], values["token"]
+    return None
+
+
+def ensure_local_pool(*, timeout: float = 60) -> LocalPool:
+    """Reuse this user's running local pool, or start one; ``.started`` says which happened."""
+    directory = state_dir()
+    with _locked(directory, timeout):
+        state = _read_state(directory)
+        if state is not None:
+            if _alive(state):
+                return _pool_from_state(state, started=False, directory=directory)
+            logger.info("the local session pool recorded in %s is gone; starting a new one", directory / STATE_FILE)
+            if _process_exists(int(state["pid"])):
+                _terminate(int(state["pid"]))  # running but not answering: do not leave it behind
+            with contextlib.suppress(FileNotFoundError):
+                (directory / STATE_FILE).unlink()
+        state = _start(directory, timeout)
+        return _pool_from_state(state, started=True, directory=directory)
+
+
+def local_pool_status() -> LocalPool | None:
+    """The running local pool, or None; never starts one."""
+    directory = state_dir()
+    state = _read_state(directory)
+    if state is None or not _alive(state):
+        return None
+    return _pool_from_state(state, started=False, directory=directory)
+
+
+def session_count(pool: LocalPool) -> int | None:
+    """How many sessions the pool holds, or None if it cannot tell."""
+    import httpx
+
+    try:
+        r = httpx.get(pool.endpoint.rstrip("/") + "/" + _HEALTH_QUERY, timeout=10,
+                      headers={"Authorization": f"Bearer {pool.token}"})
+        return int(r.json()["count"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _terminate(pid: int, timeout: float = 20.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.1)
+    # The pool leads its own process group (start_new_session): take its session kernels with it.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def stop_local_pool(*, timeout: float = 20.0) -> bool:
+    """Stop this user's local pool; True if one was running."""
+    directory = state_dir()
+    with _locked(directory, timeout + 10):
+        state = _read_state(directory)
+        if state is None:
+            return False
+        pid = int(state["pid"])
+        running = _process_exists(pid)
+        if running:
+            _terminate(pid, timeout)
+        with contextlib.suppress(FileNotFoundError):
+            (directory / STATE_FILE).unlink()
+        return running

@@ -1,0 +1,410 @@
+"""The ``aca-sessions`` command line: run code and move files in a session, run the local pool, install the kernel.
+
+Exit codes: 0 success, 1 the code ran and failed, 2 command-line misuse, 3 service, configuration or local
+I/O error (one line on stderr, no traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aca_kernel._config import ENV_ENDPOINT, ENV_SESSION_ID, ENV_TOKEN
+
+if TYPE_CHECKING:
+    from aca_kernel import SessionsClient
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class CLIError(Exception):
+    """A one-line error for stderr; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR):
+        super().__init__(message)
+        self.code = code
+
+
+def _note(message: str) -> None:
+    print(f"aca-sessions: {message}", file=sys.stderr, flush=True)
+
+
+# --- connecting ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    endpoint: str
+    credential: str | None  # None: the client reads ACA_TOKEN or uses DefaultAzureCredential
+    session_id: str | None
+
+
+def _resolve_target(args: argparse.Namespace, *, for_files: bool) -> Target:
+    endpoint = args.endpoint or os.environ.get(ENV_ENDPOINT)
+    session = args.session or os.environ.get(ENV_SESSION_ID)
+    if endpoint:
+        if not session and for_files:
+            _note(f"hint: no --session or {ENV_SESSION_ID}, so this is a new, empty session; "
+                  "pass --session ID to reach the files of the session your code ran in")
+        return Target(endpoint, None, session)
+    from aca_kernel._localpool import LocalPoolError, ensure_local_pool
+
+    try:
+        pool = ensure_local_pool()
+    except LocalPoolError as exc:
+        raise CLIError(f"{exc}; or set {ENV_ENDPOINT} to use an Azure session pool") from exc
+    if pool.started:
+        _note(f"started the local session pool at {pool.endpoint}; it keeps running for the next command "
+              f"(`aca-sessions pool stop` ends it; set {ENV_ENDPOINT} or --endpoint to use Azure)")
+    else:
+        _note(f"using the local session pool at {pool.endpoint}")
+    if not session and pool.session_id:
+        session = pool.session_id
+    return Target(pool.endpoint, pool.token, session)
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace, *, for_files: bool = False) -> Iterator[SessionsClient]:
+    from aca_kernel import SessionsClient
+
+    target = _resolve_target(args, for_files=for_files)
+    client = SessionsClient(target.endpoint, target.credential, api_version=args.api_version,
+                            session_id=target.session_id)
+    if target.session_id is None:
+        # A random id makes a fresh session; tell the user how to come back to it.
+        _note(f"session: {client.session_id} (pass --session {client.session_id} to reuse it)")
+    with client:
+        yield client
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """Map library errors to one-line messages and exit codes."""
+    from aca_kernel import ACASessionsError, InvalidArgumentError
+
+    try:
+        yield
+    except InvalidArgumentError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from exc
+    except ACASessionsError as exc:
+        raise CLIError(str(exc)) from exc
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise CLIError(f"{exc.strerror or exc}{where}") from exc
+
+
+# --- exec ----------------------------------------------------------------------------------------------------
+
+
+def _read_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    if args.code is not None and args.file is not None:
+        parser.error("give either FILE, '-' or -c CODE, not both")
+    if args.code is not None:
+        return args.code
+    if args.file is None:
+        parser.error("nothing to run: give FILE, '-' (stdin) or -c CODE")
+    if args.file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(args.file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"cannot read {args.file}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"cannot read {args.file}: not UTF-8 text") from exc
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def cmd_exec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    code = _read_code(args, parser)
+    with _errors(), _client(args) as client:
+        result = client.execute(code, timeout=args.timeout)
+        image = result.image
+        image_path = None
+        if image is not None:
+            image_path = Path(args.image_out or time.strftime("result-%Y%m%d-%H%M%S.") + (image.format or "png"))
+            image_path.write_bytes(image.data)
+        if args.json:
+            print(json.dumps({
+                "status": result.status, "stdout": result.stdout, "stderr": result.stderr,
+                "result": None if image is not None else result.result,
+                "image": str(image_path) if image_path else None,
+                "execution_time_ms": result.execution_time_ms, "session": client.session_id,
+            }, ensure_ascii=False, default=repr))
+        else:
+            if result.stdout:
+                sys.stdout.write(result.stdout if result.stdout.endswith("\n") else result.stdout + "\n")
+            if result.stderr:
+                sys.stderr.write(result.stderr if result.stderr.endswith("\n") else result.stderr + "\n")
+            if image_path is not None:
+                _note(f"image result saved to {image_path}")
+            elif result.succeeded and result.result not in (None, ""):
+                # A failure's details are already in stderr (the traceback); its "result" would repeat them.
+                print(_format_value(result.result))
+        sys.stdout.flush()
+        return EXIT_OK if result.succeeded else EXIT_FAILED
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+def _files_ls(client: SessionsClient, args: argparse.Namespace) -> None:
+    from aca_kernel._progress import format_bytes
+
+    files = sorted(client.list_files(path=args.path, recursive=args.recursive), key=lambda f: f.path)
+    if args.json:
+        print(json.dumps([{"path": f.path, "type": f.type, "size": f.size,
+                           "last_modified": f.last_modified.isoformat() if f.last_modified else None}
+                          for f in files]))
+        return
+    for f in files:
+        size = "-" if f.size is None else format_bytes(f.size)
+        when = f.last_modified.strftime("%Y-%m-%d %H:%M") if f.last_modified else "-"
+        print(f"{size:>10}  {when:16}  {f.path}{'/' if f.type == 'directory' else ''}")
+    if not files:
+        _note("no files in /mnt/data" + (f"/{args.path}" if args.path else ""))
+
+
+def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
+    from aca_kernel._progress import progress_bar
+
+    source = Path(args.local)
+    remote = args.remote or source.name
+    bar = None if args.quiet else progress_bar(source.stat().st_size, f"upload {remote}")
+    ok = False
+    try:
+        info = client.upload_file(source, remote, progress=bar)
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close(ok=ok)
+    _note(f"uploaded {source} to /mnt/data/{info.path}")
+
+
+def _files_get(client: SessionsClient, args: argparse.Namespace) -> None:
+    from aca_kernel._progress import progress_bar
+
+    remote = args.remote
+    if args.local == "-":
+        sys.stdout.flush()
+        client.download_file(remote, sys.stdout.buffer)  # streamed; stdout carries only the file's bytes
+        sys.stdout.buffer.flush()
+        return
+    dest = Path(args.local or Path(remote).name)
+    if dest.is_dir():
+        dest = dest / Path(remote).name
+    # Download beside the target and rename, so a failure never leaves a half-written file.
+    partial = dest.with_name(f".{dest.name}.part")
+    bar = None if args.quiet else progress_bar(None, f"download {remote}")
+    ok = False
+    try:
+        client.download_file(remote, partial, progress=bar)
+        os.replace(partial, dest)
+        ok = True
+    finally:
+        if bar is not None:
+            bar.close(ok=ok)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    _note(f"downloaded /mnt/data/{remote.removeprefix('/mnt/data/')} to {dest}")
+
+
+def _files_rm(client: SessionsClient, args: argparse.Namespace) -> None:
+    for remote in args.remote:
+        client.delete_file(remote)
+        _note(f"removed /mnt/data/{remote.removeprefix('/mnt/data/')}")
+
+
+_FILES = {"ls": _files_ls, "put": _files_put, "get": _files_get, "rm": _files_rm}
+
+
+def cmd_files(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    # Local mistakes first: no pool should start (or token be fetched) for a typo in a file name.
+    if args.files_command == "put" and not Path(args.local).is_file():
+        raise CLIError(f"no such local file: {args.local}")
+    if args.files_command == "get" and args.local not in (None, "-"):
+        parent = Path(args.local).parent if not Path(args.local).is_dir() else Path(args.local)
+        if not parent.is_dir():
+            raise CLIError(f"no such local directory: {parent}")
+    with _errors(), _client(args, for_files=True) as client:
+        _FILES[args.files_command](client, args)
+    return EXIT_OK
+
+
+# --- install / lab / pool ------------------------------------------------------------------------------------
+
+
+def cmd_pool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from aca_kernel import _localpool
+
+    try:
+        if args.pool_command == "stop":
+            stopped = _localpool.stop_local_pool()
+            print("stopped the local session pool" if stopped else "no local session pool was running")
+            return EXIT_OK
+        if args.pool_command == "start":
+            pool = _localpool.ensure_local_pool()
+        else:
+            pool = _localpool.local_pool_status()
+            if pool is None:
+                print(f"no local session pool is running (state in {_localpool.state_dir()})")
+                return EXIT_FAILED
+    except _localpool.LocalPoolError as exc:
+        raise CLIError(str(exc)) from exc
+    verb = "started" if pool.started else "running"
+    count = _localpool.session_count(pool)
+    print(f"local session pool {verb}\n  endpoint: {pool.endpoint}\n  pid: {pool.pid}\n"
+          f"  sessions: {'unknown' if count is None else count}\n"
+          f"  default session: {pool.session_id}\n  log: {pool.log_file}")
+    return EXIT_OK
+
+
+def cmd_lab(argv: Sequence[str]) -> int:
+    import importlib.util
+    import subprocess
+
+    from aca_kernel import _localpool
+    from aca_kernel.kernel.install import ensure_kernelspec
+
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise CLIError("JupyterLab is not installed: pip install 'aca-sessions[lab]'")
+    env = dict(os.environ)
+    if env.get(ENV_ENDPOINT):
+        _note(f"JupyterLab kernels will use the session pool at {env[ENV_ENDPOINT]}")
+    else:
+        try:
+            pool = _localpool.ensure_local_pool()
+        except _localpool.LocalPoolError as exc:
+            raise CLIError(str(exc)) from exc
+        _note(f"{'started' if pool.started else 'using'} the local session pool at {pool.endpoint}")
+        env[ENV_ENDPOINT] = pool.endpoint
+        env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
+    # Found already (wheel or `aca-sessions install`), or a private copy added to JUPYTER_PATH for Lab.
+    ensure_kernelspec(env, _localpool.state_dir() / "aca-sessions-jupyter")
+    cmd = [sys.executable, "-m", "jupyterlab", *argv]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in argv:
+        cmd.append("--allow-root")  # Lab refuses to start as root otherwise (containers, CI)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.name == "posix":
+        # Become Lab: signals (Ctrl-C, SIGTERM from a supervisor) then reach it directly, with no orphan left.
+        os.execve(sys.executable, cmd, env)
+    return subprocess.call(cmd, env=env)  # pragma: no cover - Windows has no real exec
+
+
+# --- parser --------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aca-sessions",
+        description="Run code and move files in Azure Container Apps dynamic sessions (or the local session pool), "
+                    "run the local pool, install the Jupyter kernel.",
+        epilog="exit codes: 0 ok, 1 the code failed, 2 usage error, 3 service/configuration error. "
+               "Docs: docs/cli.md")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--endpoint", metavar="URL",
+                      help=f"pool management endpoint (default: ${ENV_ENDPOINT}, else the local pool)")
+    conn.add_argument("--session", metavar="ID", help=f"session identifier (default: ${ENV_SESSION_ID}, else the "
+                      "local pool's default session, else a new one)")
+    conn.add_argument("--api-version", metavar="V", help="data-plane api-version (default: $ACA_API_VERSION)")
+
+    ex = sub.add_parser("exec", parents=[conn], help="run Python code in a session and print its output")
+    ex.add_argument("file", nargs="?", metavar="FILE", help="a Python file, or '-' for stdin")
+    ex.add_argument("-c", dest="code", metavar="CODE", help="code to run")
+    ex.add_argument("--timeout", type=float, metavar="S", help="seconds to wait for the execution")
+    ex.add_argument("--image-out", metavar="PATH", help="where to save an image result (default: result-<time>.png)")
+    ex.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    ex.set_defaults(parser=ex)
+
+    files = sub.add_parser("files", help="list, upload, download and delete files in /mnt/data")
+    fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)
+    ls = fsub.add_parser("ls", parents=[conn], help="list files")
+    ls.add_argument("path", nargs="?", help="directory under /mnt/data")
+    ls.add_argument("-r", "--recursive", action="store_true", help="include sub-directories")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    put = fsub.add_parser("put", parents=[conn], help="upload a local file")
+    put.add_argument("local", metavar="LOCAL")
+    put.add_argument("remote", nargs="?", metavar="REMOTE", help="name under /mnt/data (default: LOCAL's name)")
+    put.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    get = fsub.add_parser("get", parents=[conn], help="download a file")
+    get.add_argument("remote", metavar="REMOTE")
+    get.add_argument("local", nargs="?", metavar="LOCAL", help="file or directory (default: ./NAME; '-' = stdout)")
+    get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    rm = fsub.add_parser("rm", parents=[conn], help="delete files")
+    rm.add_argument("remote", nargs="+", metavar="REMOTE")
+
+
+    pool = sub.add_parser("pool", help="the local session pool: status, start, stop")
+    pool.add_argument("pool_command", choices=["status", "start", "stop"], metavar="{status,start,stop}")
+
+    # Subcommands whose parsing belongs to another module; main() dispatches them before parsing.
+    sub.add_parser("install", help="install the 'ACA Sessions' Jupyter kernelspec (see --help)", add_help=False)
+    sub.add_parser("emulator", help="run a local session pool in the foreground (see --help)", add_help=False)
+    sub.add_parser("lab", help="start JupyterLab wired to the local pool or $" + ENV_ENDPOINT, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "emulator":
+        # Before any logging set-up here: the emulator configures its own (--log-level, timestamps).
+        from aca_kernel.emulator import main as emulator_main
+
+        return emulator_main(argv[1:])
+    verbose = bool(argv) and argv[0] in ("-v", "--verbose")
+    if verbose:
+        argv = argv[1:]
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="aca-sessions: %(message)s")
+    if not verbose:
+        # azure-identity logs every failed credential over many lines; our one-line error already says what to do.
+        logging.getLogger("azure").setLevel(logging.ERROR)
+    try:
+        if argv and argv[0] == "lab":
+            return cmd_lab(argv[1:])
+        if argv and argv[0] == "install":
+            from aca_kernel.kernel.install import main as install_main
+
+            return install_main(argv[1:], prog="aca-sessions install")
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handlers = {"exec": cmd_exec, "files": cmd_files, "pool": cmd_pool}
+        if args.command not in handlers:
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        # Usage errors found after parsing should show the subcommand's usage, not the top level's.
+        return handlers[args.command](args, getattr(args, "parser", parser))
+    except CLIError as exc:
+        print(f"aca-sessions: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("aca-sessions: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if verbose:
+            raise  # -v: the full traceback, for a bug report
+        message = " ".join(str(exc).split()) or "no details"
+        print(f"aca-sessions: error: unexpected {type(exc).__name__}: {message} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return EXIT_ERROR

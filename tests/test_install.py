@@ -1,0 +1,132 @@
+"""The kernelspec: what ``aca-sessions install`` writes, and that the wheel ships it as shared data."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aca_kernel.kernel import install as install_mod
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _cli() -> list[str]:
+    exe = Path(sys.executable).with_name("aca-sessions")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "aca_kernel"]
+
+
+def _spec_dir(prefix: Path, name: str = "aca_sessions") -> Path:
+    return prefix / "share" / "jupyter" / "kernels" / name
+
+
+def test_source_kernel_json_is_the_documented_spec():
+    spec = json.loads((REPO / "kernelspec" / "aca_sessions" / "kernel.json").read_text())
+    assert spec == {
+        "argv": ["python", "-m", "aca_kernel.kernel", "-f", "{connection_file}"],
+        "display_name": "ACA Sessions",
+        "language": "python",
+        "interrupt_mode": "message",
+        "metadata": {"debugger": False},
+    }
+    for logo in ("logo-32x32.png", "logo-64x64.png"):
+        assert (REPO / "kernelspec" / "aca_sessions" / logo).read_bytes().startswith(PNG_SIGNATURE)
+    assert (REPO / "kernelspec" / "aca_sessions" / "logo-svg.svg").read_text().lstrip().startswith("<svg")
+
+
+def test_cli_install_prefix_writes_kernel_json_with_env(tmp_path: Path):
+    proc = subprocess.run(
+        [*_cli(), "install", "--prefix", str(tmp_path), "--env", "ACA_POOL_MANAGEMENT_ENDPOINT=http://127.0.0.1:1/",
+         "--env", "ACA_API_VERSION=2025-02-02-preview"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    dest = _spec_dir(tmp_path)
+    assert str(dest) in proc.stdout
+    spec = json.loads((dest / "kernel.json").read_text())
+    # The CLI's interpreter, which may be python3 where pytest runs as python: the same binary either way.
+    assert Path(spec["argv"][0]).resolve() == Path(sys.executable).resolve()
+    assert spec["argv"][1:] == ["-m", "aca_kernel.kernel", "-f", "{connection_file}"]
+    assert spec["display_name"] == "ACA Sessions"
+    assert spec["language"] == "python"
+    assert spec["interrupt_mode"] == "message"
+    assert spec["metadata"] == {"debugger": False}
+    assert spec["env"] == {"ACA_POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:1/",
+                           "ACA_API_VERSION": "2025-02-02-preview"}
+    assert (dest / "logo-64x64.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_installed_spec_is_found_by_jupyter_client(tmp_path: Path):
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    install_mod.install(prefix=tmp_path, name="aca_test", display_name="ACA test")
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "share" / "jupyter" / "kernels")])
+    spec = ksm.get_kernel_spec("aca_test")
+    assert spec.display_name == "ACA test"
+    assert spec.interrupt_mode == "message"
+    assert spec.argv[1:3] == ["-m", "aca_kernel.kernel"]
+    assert "env" not in json.loads((_spec_dir(tmp_path, "aca_test") / "kernel.json").read_text())
+
+
+def test_named_install_gets_a_distinct_display_name(tmp_path: Path):
+    dest = install_mod.install(prefix=tmp_path, name="aca-prod")
+    assert json.loads((Path(dest) / "kernel.json").read_text())["display_name"] == "ACA Sessions (aca-prod)"
+
+
+@pytest.mark.parametrize("bad", ["NOEQUALS", "1BAD=x", "sp ace=y"])
+def test_bad_env_is_a_usage_error_that_does_not_echo_the_value(tmp_path: Path, bad: str):
+    proc = subprocess.run([*_cli(), "install", "--prefix", str(tmp_path), "--env", bad],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--env" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if "=" not in bad:
+        assert bad not in proc.stderr  # may be a token pasted with the wrong separator
+    assert not _spec_dir(tmp_path).exists()
+
+
+def test_user_and_prefix_are_exclusive(tmp_path: Path):
+    proc = subprocess.run([*_cli(), "install", "--user", "--prefix", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not allowed with" in proc.stderr
+
+
+def test_module_entry_point_installs(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "aca_kernel.kernel.install", "--prefix", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (_spec_dir(tmp_path) / "kernel.json").is_file()
+
+
+def test_wheel_ships_the_kernelspec(tmp_path: Path):
+    src = tmp_path / "src"
+    # Build from a copy so the build never touches the shared checkout (and skips the 1 GB .venv).
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info",
+                                                              "build", "dist", "examples", "artifacts"))
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)]
+    if importlib.util.find_spec("hatchling") is not None:
+        cmd.insert(4, "--no-build-isolation")  # works offline when the backend is already installed
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = (tmp_path / "dist").glob("aca_sessions-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        kjson = [n for n in names if n.endswith(".data/data/share/jupyter/kernels/aca_sessions/kernel.json")]
+        assert len(kjson) == 1, names
+        spec = json.loads(zf.read(kjson[0]))
+        base = kjson[0].rsplit("/", 1)[0]
+        assert {f"{base}/logo-32x32.png", f"{base}/logo-64x64.png", f"{base}/logo-svg.svg"} <= set(names)
+        assert zf.read(f"{base}/logo-64x64.png").startswith(PNG_SIGNATURE)
+    # A static "python" is right in a wheel: jupyter_client swaps it for the environment's interpreter.
+    assert spec["argv"] == ["python", "-m", "aca_kernel.kernel", "-f", "{connection_file}"]
+    assert "aca_kernel/kernel/install.py" in names
