@@ -95,7 +95,9 @@ def pool(tmp_path_factory: pytest.TempPathFactory):
         yield PoolProcess(endpoint=os.environ["ACA_POOL_MANAGEMENT_ENDPOINT"],
                           token=os.environ.get("ACA_TOKEN"), live=True)
         return
-    p = start_pool(tmp_path_factory.mktemp("pool"), "--ready", "1", "--timeout", "60")
+    # Many test modules share this pool: a short cooldown and a high cap keep idle kernels from piling up.
+    p = start_pool(tmp_path_factory.mktemp("pool"), "--ready", "1", "--timeout", "60",
+                   "--cooldown", "90", "--max-sessions", "1000")
     try:
         yield p
     finally:

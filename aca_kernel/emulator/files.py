@@ -1,0 +1,273 @@
+"""A session's /mnt/data on the host: name checks, listing, streamed uploads, downloads, deletes.
+
+Nothing here may touch a path outside the session's directory: every name is normalised (a leading
+``/mnt/data/`` is stripped, ``..`` and other absolute paths are refused) and the resolved real path (after
+symlinks, which session code can create) must stay inside the session root.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import shutil
+import stat as statmod
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import errors
+
+__all__ = ["MAX_UPLOAD_BYTES", "FileEntry", "SessionFiles", "Upload", "normalize_name"]
+
+MAX_UPLOAD_BYTES = 128 * 1024 * 1024
+MOUNT = "/mnt/data"
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file or directory in /mnt/data; ``relpath`` is relative to /mnt/data ("a/b.txt")."""
+
+    relpath: str
+    is_dir: bool
+    size: int | None
+    modified: datetime
+    content_type: str | None
+
+    @property
+    def name(self) -> str:
+        return self.relpath.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> str:
+        return self.relpath.rsplit("/", 1)[0] if "/" in self.relpath else ""
+
+
+def normalize_name(name: str | None, path: str | None = None, *, target: str = "filename") -> str:
+    """``path`` + ``name`` as a clean path relative to /mnt/data ("" is /mnt/data itself).
+
+    Accepts ``/mnt/data/x`` (LlamaIndex and Semantic Kernel send absolute names, LangChain's bash tool sends
+    ``path=/mnt/data``); refuses anything that would leave /mnt/data.
+    """
+    parts: list[str] = []
+    for piece, what in ((path, "path"), (name, target)):
+        if not piece:
+            continue
+        if "\x00" in piece:
+            raise errors.SessionRequestValidationFailed(f"The {what} contains a NUL character.", target=what)
+        if piece == MOUNT or piece.startswith(MOUNT + "/"):
+            piece = piece[len(MOUNT):]
+        elif piece.startswith("/") and parts:
+            raise errors.SessionRequestValidationFailed(
+                f"The {what} {piece!r} is absolute; give it relative to the path, or as /mnt/data/...",
+                target=what,
+            )
+        elif piece.startswith("/"):
+            raise errors.SessionRequestValidationFailed(
+                f"The {what} {piece!r} is outside /mnt/data; session files can only live under /mnt/data.",
+                target=what,
+            )
+        for seg in piece.split("/"):
+            if seg in ("", "."):
+                continue
+            if seg == "..":
+                raise errors.SessionRequestValidationFailed(
+                    f"The {what} {piece!r} contains '..'; files can only be addressed inside /mnt/data.",
+                    target=what,
+                )
+            parts.append(seg)
+    return "/".join(parts)
+
+
+def _content_type(name: str) -> str:
+    guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _entry(relpath: str, st: os.stat_result, is_dir: bool) -> FileEntry:
+    return FileEntry(
+        relpath=relpath,
+        is_dir=is_dir,
+        size=None if is_dir else st.st_size,
+        modified=datetime.fromtimestamp(st.st_mtime, timezone.utc),
+        content_type=None if is_dir else _content_type(relpath),
+    )
+
+
+class SessionFiles:
+    """The directory that a session sees as /mnt/data."""
+
+    def __init__(self, root: Path, staging: Path) -> None:
+        self.root = root
+        self._staging = staging
+
+    def _real_root(self) -> str:
+        return os.path.realpath(self.root)
+
+    def _resolve(self, rel: str, *, follow_last: bool = True) -> str:
+        """The host path for ``rel``, refusing anything whose real path is outside the session root."""
+        root = self._real_root()
+        host = os.path.join(root, rel) if rel else root
+        if follow_last:
+            real = os.path.realpath(host)
+        else:
+            # DELETE acts on a symlink itself, so only its parent directory has to be inside the root.
+            real = os.path.join(os.path.realpath(os.path.dirname(host)), os.path.basename(host))
+        if real != root and not real.startswith(root + os.sep):
+            raise errors.SessionRequestValidationFailed(
+                f"/mnt/data/{rel} leads outside /mnt/data (through a symbolic link); refusing to touch it.",
+                target="filename",
+            )
+        return real
+
+    def _missing(self, rel: str) -> errors.FileNotFound:
+        return errors.FileNotFound(f"/mnt/data/{rel} does not exist in this session.", target="filename")
+
+    def stat(self, rel: str) -> FileEntry:
+        host = self._resolve(rel)
+        try:
+            st = os.stat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._missing(rel) from None
+        return _entry(rel, st, statmod.S_ISDIR(st.st_mode))
+
+    def listdir(self, rel: str = "", *, recursive: bool = False) -> list[FileEntry]:
+        """Entries of the directory ``rel`` (files and directories), sorted by path."""
+        host = self._resolve(rel)
+        if not os.path.exists(host):
+            raise errors.FileNotFound(f"The directory /mnt/data/{rel} does not exist in this session.",
+                                      target="path")
+        if not os.path.isdir(host):
+            raise errors.SessionRequestValidationFailed(
+                f"/mnt/data/{rel} is a file, not a directory; list its parent directory instead.", target="path"
+            )
+        out: list[FileEntry] = []
+        self._walk(host, rel, recursive, out, files_only=False)
+        return out
+
+    def list_all_files(self) -> list[FileEntry]:
+        """Every regular file under /mnt/data, recursively, with paths relative to it (the v1 listing)."""
+        out: list[FileEntry] = []
+        self._walk(self._real_root(), "", True, out, files_only=True)
+        return out
+
+    def _walk(self, host: str, rel: str, recursive: bool, out: list[FileEntry], *, files_only: bool) -> None:
+        try:
+            entries = sorted(os.scandir(host), key=lambda e: e.name)
+        except OSError:
+            return  # a directory that vanished or is unreadable while listing: nothing to show
+        for e in entries:
+            erel = f"{rel}/{e.name}" if rel else e.name
+            try:
+                # Symlinks are not followed: a link out of /mnt/data must not reveal what it points at.
+                is_dir = e.is_dir(follow_symlinks=False)
+                st = e.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if not (files_only and is_dir):
+                out.append(_entry(erel, st, is_dir))
+            if is_dir and recursive:
+                self._walk(e.path, erel, recursive, out, files_only=files_only)
+
+    def download_path(self, rel: str) -> str:
+        """The host path of a regular file to stream back."""
+        if not rel:
+            raise errors.SessionRequestValidationFailed("A file name is required.", target="filename")
+        host = self._resolve(rel)
+        if os.path.isdir(host):
+            raise errors.SessionRequestValidationFailed(
+                f"/mnt/data/{rel} is a directory; only files can be downloaded.", target="filename"
+            )
+        if not os.path.isfile(host):
+            raise self._missing(rel)
+        return host
+
+    def delete(self, rel: str) -> None:
+        """Delete a file, a symlink, or a directory with everything in it."""
+        if not rel:
+            raise errors.SessionRequestValidationFailed("A file name is required; /mnt/data itself cannot be "
+                                                        "deleted (delete the session instead).", target="filename")
+        host = self._resolve(rel, follow_last=False)
+        if os.path.isdir(host) and not os.path.islink(host):
+            shutil.rmtree(host)
+        elif os.path.lexists(host):
+            os.unlink(host)
+        else:
+            raise self._missing(rel)
+
+    def open_upload(self, rel: str, limit: int = MAX_UPLOAD_BYTES) -> Upload:
+        if not rel:
+            raise errors.SessionRequestValidationFailed("The upload has no file name; the multipart part "
+                                                        "'file' needs a filename.", target="filename")
+        self._resolve(rel)  # refuse early, before any byte is stored
+        return Upload(self, rel, limit)
+
+    def _commit(self, rel: str, tmp: str) -> FileEntry:
+        if not self.root.is_dir():
+            raise errors.FileNotFound("The session was deleted while the file was uploading; upload it again.",
+                                      target="filename")
+        host = self._resolve(rel)
+        parent = os.path.dirname(host)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            if os.path.isdir(host) and not os.path.islink(host):
+                raise errors.SessionRequestValidationFailed(
+                    f"/mnt/data/{rel} is a directory; choose another file name.", target="filename"
+                )
+            os.replace(tmp, host)
+        except (NotADirectoryError, FileExistsError):
+            raise errors.SessionRequestValidationFailed(
+                f"A parent of /mnt/data/{rel} is a file, not a directory.", target="filename"
+            ) from None
+        except OSError as exc:
+            raise errors.SessionRequestValidationFailed(
+                f"Cannot store /mnt/data/{rel}: {exc.strerror}.", target="filename"
+            ) from None
+        return self.stat(rel)
+
+    def move_into(self, other: SessionFiles) -> None:
+        """Move every entry into ``other`` (an empty directory) and drop this directory."""
+        for name in os.listdir(self.root):
+            os.replace(self.root / name, other.root / name)
+        self.remove()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Upload:
+    """A file being received: bytes go to a staging file, renamed into /mnt/data only when complete."""
+
+    def __init__(self, files: SessionFiles, rel: str, limit: int) -> None:
+        self.rel = rel
+        self.size = 0
+        self.too_large = False
+        self._files = files
+        self._limit = limit
+        fd, self._tmp = tempfile.mkstemp(prefix="up-", dir=files._staging)
+        self._fh = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        if self.too_large:
+            return
+        self.size += len(data)
+        if self.size > self._limit:
+            self.too_large = True
+            self.discard()
+            return
+        self._fh.write(data)
+
+    def commit(self, files: SessionFiles | None = None) -> FileEntry:
+        """Move the file into place in ``files`` (the session's current directory: it may have changed
+        while the upload ran, when the session claimed a pre-started kernel)."""
+        self._fh.close()
+        try:
+            return (files or self._files)._commit(self.rel, self._tmp)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
