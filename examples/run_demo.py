@@ -2,7 +2,7 @@
 
 Runs quickstart, data_analysis and magic with nbclient on the local session pool (or on
 $ACA_POOL_MANAGEMENT_ENDPOINT when set) and writes them to examples/output/. If the ACA Sessions kernel cannot
-run, it falls back to examples/client_demo.py so the demo still shows the service working.
+run, it also runs examples/client_demo.py so the demo still shows the service working, and exits non-zero.
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def main() -> int:
     if shutil.which("jupyter"):
         print(f"open them with: jupyter lab {OUTPUT}")
     if failed:
-        print(f"WARNING: {', '.join(failed)} did not run to the end; see the executed copies above")
+        print(f"FAILED: {', '.join(failed)} did not run to the end; see the executed copies above")
+        return 1
     return rc
 
 
