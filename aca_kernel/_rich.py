@@ -22,17 +22,13 @@ __all__ = [
     "ENVELOPE_VERSION",
     "MARKER_PREFIX",
     "Envelope",
-    "complete_code",
-    "inspect_code",
     "parse_envelope",
-    "parse_json_reply",
     "wrap_code",
 ]
 
 ENVELOPE_VERSION = 1
 MARKER_PREFIX = "@@ACA-RICH/"
 MARKER = f"{MARKER_PREFIX}{ENVELOPE_VERSION}@@"
-REPLY_MARKER = "@@ACA-REPLY/1@@"
 
 # Runs inside the remote session. It must stay compatible with the IPython and Python versions of the
 # service image (3.10+, IPython 8+), touch nothing in the user's namespace except `_`, and never raise: any
@@ -407,66 +403,3 @@ def parse_envelope(result: Any) -> Envelope | None:
         value_error=body.get("value_error") if isinstance(body.get("value_error"), str) else None,
         raw=body,
     )
-
-
-# --- completion and inspection: one remote expression each, replying with JSON ------------------------
-
-_COMPLETE_SOURCE = r'''
-def run(code, pos):
-    from IPython.core.completer import provisionalcompleter
-    ip = get_ipython()  # noqa: F821
-    with provisionalcompleter():
-        comps = list(ip.Completer.completions(code, pos))
-    if comps:
-        start, end = comps[0].start, comps[0].end
-        comps = [c for c in comps if c.start == start and c.end == end]
-    else:
-        start = end = pos
-    return {"matches": [c.text for c in comps], "cursor_start": start, "cursor_end": end,
-            "metadata": {"_jupyter_types_experimental": [
-                {"start": c.start, "end": c.end, "text": c.text, "type": c.type, "signature": c.signature}
-                for c in comps]}}
-'''
-
-_INSPECT_SOURCE = r'''
-def run(name, level):
-    ip = get_ipython()  # noqa: F821
-    try:
-        bundle = ip.object_inspect_mime(name, detail_level=level)
-    except KeyError:
-        return {"found": False, "data": {}}
-    if not getattr(ip, "enable_html_pager", False):
-        bundle.pop("text/html", None)
-    return {"found": True, "data": bundle}
-'''
-
-_REPLY_ENTRY = (
-    "(lambda __aca_ns: (exec(__import__('base64').b64decode({src!r}).decode(), __aca_ns), "
-    "{marker!r} + __import__('json').dumps(__aca_ns['run']({a!r}, {b!r}), default=str))[1])({{}})"
-)
-
-
-def _reply_code(source: str, a: Any, b: Any) -> str:
-    src = base64.b64encode(source.encode()).decode("ascii")
-    return _REPLY_ENTRY.format(src=src, marker=REPLY_MARKER, a=a, b=b)
-
-
-def complete_code(code: str, cursor_pos: int) -> str:
-    """Remote code whose value is the IPython completion reply for ``code`` at ``cursor_pos``."""
-    return _reply_code(_COMPLETE_SOURCE, code, int(cursor_pos))
-
-
-def inspect_code(name: str, detail_level: int) -> str:
-    """Remote code whose value is the ``object_inspect_mime`` bundle of ``name``."""
-    return _reply_code(_INSPECT_SOURCE, name, int(detail_level))
-
-
-def parse_json_reply(result: Any) -> dict[str, Any] | None:
-    text = _as_text(result)
-    if text is None or not text.startswith(REPLY_MARKER):
-        return None
-    try:
-        body = json.loads(text[len(REPLY_MARKER):])
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import _rich
+from . import _introspect, _rich
 from ._config import V2_API_VERSIONS
 from ._context import EXECUTION_LIMIT_S, LOCAL_POOL_NOTE, ACAContext, SessionState
 from .kernel.display import colorize_traceback, parse_stderr_error
@@ -292,20 +292,23 @@ class RemoteRunner:
         state.history.append(f"# -i {name} (a local value sent to the session)")
 
     # --- completion and inspection ---------------------------------------------------------------------------
-    def _reply(self, code: str, session: str | None) -> dict[str, Any] | None:
-        state = self.context.session(session)
-        try:
+    def _reply(self, code: str, session: str | None, endpoint: str | None,
+               api_version: str | None) -> dict[str, Any] | None:
+        try:  # a bad endpoint or a local pool that cannot start mean no completions too, never an error
+            state = self.context.session(session, endpoint=endpoint, api_version=api_version)
             result = self._call(state, code, None, None, give_up_after=self.context.settings.complete_timeout)
         except (Exception, KeyboardInterrupt) as exc:
             logger.info("completion/inspection request failed: %s", exc)
             return None
-        return _rich.parse_json_reply(result.result) if result.succeeded else None
+        return _introspect.parse_json_reply(result.result) if result.succeeded else None
 
-    def complete(self, code: str, cursor_pos: int, *, session: str | None = None) -> dict[str, Any] | None:
-        return self._reply(_rich.complete_code(code, cursor_pos), session)
+    def complete(self, code: str, cursor_pos: int, *, session: str | None = None, endpoint: str | None = None,
+                 api_version: str | None = None) -> dict[str, Any] | None:
+        return self._reply(_introspect.complete_code(code, cursor_pos), session, endpoint, api_version)
 
-    def inspect(self, name: str, detail_level: int = 0, *, session: str | None = None) -> dict[str, Any] | None:
-        return self._reply(_rich.inspect_code(name, detail_level), session)
+    def inspect(self, name: str, detail_level: int = 0, *, session: str | None = None, endpoint: str | None = None,
+                api_version: str | None = None) -> dict[str, Any] | None:
+        return self._reply(_introspect.inspect_code(name, detail_level), session, endpoint, api_version)
 
 
 _LOAD_PICKLE = (

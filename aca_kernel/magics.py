@@ -243,6 +243,14 @@ class ACAMagics(Magics):
         self.replay(args.session)
 
     def replay(self, session: str | None = None) -> None:
+        try:
+            self._replay(session)
+        except ExecutionInterrupted as exc:
+            raise interrupted(f"Replay stopped. {exc}") from None
+        except Exception as exc:  # auth, network: one line that says what to do, not our internals
+            raise self._error(exc) from None
+
+    def _replay(self, session: str | None) -> None:
         state = self.context.existing(session)
         cells = list(state.replay) if state is not None else []
         if not cells:
@@ -251,13 +259,13 @@ class ACAMagics(Magics):
         for n, code in enumerate(cells, 1):
             if code.startswith("# -i "):
                 print(f"[{n}/{len(cells)}] skipped (re-send it with -i): {code[2:]}")
-                continue
-            outcome = self.runner.run(code, session=session)
-            if outcome.error is not None:
-                sys.stderr.write(f"[{n}/{len(cells)}] failed: {outcome.error['ename']}: {outcome.error['evalue']}; "
-                                 f"stopped replaying\n")
-                return
-        state.replay.clear()
+            else:
+                outcome = self.runner.run(code, session=session)
+                if outcome.error is not None:
+                    sys.stderr.write(f"[{n}/{len(cells)}] failed: {outcome.error['ename']}: "
+                                     f"{outcome.error['evalue']}; stopped replaying\n")
+                    return
+            state.replay.pop(0)  # done: a later %aca_replay resumes after it
         print(f"Replayed {len(cells)} cell(s).")
 
 

@@ -155,7 +155,8 @@ def test_stock_ipykernel_with_load_ext(pool):
         assert "--out needs a Python variable name" in text(out, "stderr")
         assert "Traceback" not in text(out, "stderr")
         reply, out = kernel_run(kc, "all(get_ipython().find_line_magic(m) for m in "
-                                    "('aca_upload', 'aca_download', 'aca_ls', 'aca_session', 'aca_config'))")
+                                    "('aca', 'aca_upload', 'aca_download', 'aca_ls', 'aca_files', 'aca_session', "
+                                    "'aca_new_session', 'aca_config', 'aca_replay'))")
         assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["True"]
     finally:
         kc.stop_channels()
@@ -189,3 +190,49 @@ def test_inputs_follow_the_cell_to_another_api_version(ip):
     result, cap = cell(ip, "%%aca --api-version 2025-10-02-preview -i grid --out shape\ngrid.shape")
     assert result.success, cap.stdout
     assert ip.user_ns["shape"] == (3, 4)  # a tuple comes back as a tuple (pickled, not JSON)
+
+
+def test_endpoint_option_runs_in_another_pool(ip, pool):
+    other = pool.pool_endpoint("magicpool")
+    assert cell(ip, "%%aca\nwhere = 'default pool'")[0].success
+    result, cap = cell(ip, f"%%aca --endpoint {other}\n'where' in dir()")
+    assert result.success, cap.stdout
+    assert repr(result.result) == "False"  # a separate session in the other pool
+    assert cell(ip, f"%%aca --endpoint {other}\nwhere = 'other pool'")[0].success
+    result, _ = cell(ip, "%%aca\nwhere")
+    assert repr(result.result) == "'default pool'"
+    result, _ = cell(ip, f"%aca --endpoint {other} -- where")
+    assert repr(result.result) == "'other pool'"
+
+
+def test_replay_resumes_after_the_cell_that_failed(ip):
+    state = ip._aca_context.session("replayed")
+    state.replay = ["first_ = 1", "1 / 0", "third_ = 3"]
+    _, cap = cell(ip, "%aca_replay --session replayed")
+    assert "[2/3] failed: ZeroDivisionError" in cap.stderr
+    assert state.replay == ["1 / 0", "third_ = 3"]  # the first cell is not run twice by the next %aca_replay
+    result, _ = cell(ip, "%aca --session replayed -- first_")
+    assert repr(result.result) == "1"
+    state.replay[0] = "second_ = 2"
+    _, cap = cell(ip, "%aca_replay --session replayed")
+    assert "Replayed 2 cell(s)" in cap.stdout and state.replay == []
+    result, _ = cell(ip, "%aca --session replayed -- (first_, second_, third_)")
+    assert repr(result.result) == "(1, 2, 3)"
+
+
+def test_replay_failure_is_one_line_that_says_what_to_do(ip):
+    import httpx
+
+    ctx = ip._aca_context
+    ctx.transport = httpx.MockTransport(lambda request: httpx.Response(401))  # fault injection
+    ctx.settings_changed()
+    try:
+        ctx.session(None).replay = ["x = 1"]
+        result, cap = cell(ip, "%aca_replay")
+    finally:
+        ctx.transport = None
+        ctx.settings_changed()
+    assert type(result.error_in_exec).__name__ == "ClientAuthenticationError"
+    shown = cap.stdout + cap.stderr
+    assert "az login" in shown
+    assert "Traceback" not in shown and "magics.py" not in shown and len(shown.strip().splitlines()) == 1

@@ -38,6 +38,31 @@ def _runs_locally(code: str) -> bool:
     return all(ln.startswith("%") and ln[1:].split(" ", 1)[0].startswith(_LOCAL_LINE_MAGICS) for ln in lines)
 
 
+_WHERE_OPTIONS = {"--session": "session", "-s": "session", "--endpoint": "endpoint",
+                  "--api-version": "api_version"}
+
+
+def _remote_body(code: str) -> tuple[dict[str, str], int] | None:
+    """Where the body of a cell runs remotely: (session options, offset of the body), or None when local.
+
+    An ordinary cell is all body, in the default session; ``%%aca [--session NAME] ...`` has its body after
+    the first line, in that session; any other cell magic (``%%local``, ``%%time``, ...) runs in this kernel.
+    """
+    stripped = code.lstrip()
+    if not stripped.startswith("%%"):
+        return {}, 0
+    first, newline, _ = stripped.partition("\n")
+    words = first.split()
+    if words[0] != "%%aca" or not newline:
+        return None
+    where: dict[str, str] = {}
+    for i, word in enumerate(words[1:], 1):
+        name, eq, value = word.partition("=")
+        if name in _WHERE_OPTIONS and (eq or i + 1 < len(words)):
+            where[_WHERE_OPTIONS[name]] = value if eq else words[i + 1]
+    return where, len(code) - len(stripped) + len(first) + 1
+
+
 class ACAKernel(IPythonKernel):
     """Run notebook cells in an Azure Container Apps dynamic session (or the local session pool)."""
 
@@ -91,13 +116,27 @@ class ACAKernel(IPythonKernel):
             if silent:
                 from IPython.utils.capture import capture_output
 
-                with capture_output():  # print nothing: stock ipykernel would still send its streams
-                    return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
-                                                    cell_meta=cell_meta, cell_id=cell_id)
+                # Print nothing: stock ipykernel would still send the streams, displays and error of silent code.
+                shell = self.shell
+                saved = shell.__dict__.get("_showtraceback")
+                shell._showtraceback = self._silent_traceback
+                try:
+                    with capture_output():
+                        return await super().do_execute(code, silent, store_history, user_expressions,
+                                                        allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
+                finally:
+                    if saved is None:
+                        shell.__dict__.pop("_showtraceback", None)
+                    else:
+                        shell._showtraceback = saved
             return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
                                             cell_meta=cell_meta, cell_id=cell_id)
         finally:
             self._route_remote = False
+
+    def _silent_traceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
+        # Replaces the shell's _showtraceback for silent code: the error goes into the reply only, not iopub.
+        self.shell._last_traceback = stb
 
     def _remote_ready(self) -> bool:
         # Completion must not be what starts the local pool; a configured endpoint is cheap to ask.
@@ -106,22 +145,34 @@ class ACAKernel(IPythonKernel):
     def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
         line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
-        if line.startswith("%") or code.lstrip().startswith("%%local"):
+        remote = _remote_body(code)
+        if line.startswith("%") or remote is None or cursor_pos < remote[1]:
             return super().do_complete(code, cursor_pos)
-        reply = self.runner.complete(code, cursor_pos) if self._remote_ready() else None
+        where, offset = remote
+        pos = cursor_pos - offset
+        reply = self.runner.complete(code[offset:], pos, **where) if self._remote_ready() else None
         if reply is None:
             return {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos,
                     "metadata": {}}
+        metadata = reply.get("metadata") or {}
+        types = metadata.get("_jupyter_types_experimental")
+        if offset and isinstance(types, list):  # positions in the body -> positions in the cell
+            metadata = {**metadata, "_jupyter_types_experimental": [
+                {**t, "start": int(t.get("start", pos)) + offset, "end": int(t.get("end", pos)) + offset}
+                for t in types if isinstance(t, dict)]}
         return {"status": "ok", "matches": list(reply.get("matches") or []),
-                "cursor_start": int(reply.get("cursor_start", cursor_pos)),
-                "cursor_end": int(reply.get("cursor_end", cursor_pos)), "metadata": reply.get("metadata") or {}}
+                "cursor_start": int(reply.get("cursor_start", pos)) + offset,
+                "cursor_end": int(reply.get("cursor_end", pos)) + offset, "metadata": metadata}
 
     def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                    omit_sections: Any = ()) -> dict[str, Any]:
-        if code.lstrip().startswith("%"):
+        remote = _remote_body(code)
+        line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
+        if remote is None or cursor_pos < remote[1] or line.startswith("%"):
             return super().do_inspect(code, cursor_pos, detail_level, omit_sections)
-        name = token_at_cursor(code, cursor_pos)
-        reply = self.runner.inspect(name, detail_level) if name and self._remote_ready() else None
+        where, offset = remote
+        name = token_at_cursor(code[offset:], cursor_pos - offset)
+        reply = self.runner.inspect(name, detail_level, **where) if name and self._remote_ready() else None
         found = bool(reply and reply.get("found"))
         return {"status": "ok", "found": found, "data": (reply or {}).get("data", {}) if found else {},
                 "metadata": {}}

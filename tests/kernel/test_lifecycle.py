@@ -90,6 +90,12 @@ def test_silent_code_runs_locally_and_allocates_nothing(kernel):
     assert "not started yet" in text(out)
     reply, out = run(kc, "%%local\nprint(_aca_probe > 0)")
     assert text(out) == "True\n"
+    # a failing or displaying probe prints nothing either: the error goes into the reply only
+    reply, out = run(kc, "from IPython.display import display\ndisplay('shown')\n1 / 0", silent=True)
+    assert reply["status"] == "error" and reply["ename"] == "ZeroDivisionError"
+    assert out == []
+    _, out = run(kc, "%aca_session")
+    assert "not started yet" in text(out)
 
 
 def test_lost_state_is_detected_and_replayable(kernel, kernelspecs, make_pool):
@@ -127,7 +133,9 @@ def test_auth_failure_is_one_line_that_says_what_to_do(kernel, kernelspecs, pool
     tb = out[0]["content"]["traceback"]
     assert len(tb) == 1 and "Traceback" not in tb[0]
     assert "wrong-token" not in tb[0]
-    assert "dynamicsessions.io" in tb[0] or "sign in" in tb[0].lower() or "token" in tb[0].lower()
+    # names the token scope and how to sign in
+    assert "https://dynamicsessions.io/.default" in tb[0]
+    assert "az login" in tb[0] and "ACA_TOKEN" in tb[0]
 
 
 def _listed_sessions(pool) -> set[str]:
@@ -152,6 +160,19 @@ def test_restart_deletes_the_old_session_where_the_api_can(kernel, kernelspecs, 
     assert old in _listed_sessions(pool)
     km.restart_kernel(now=False)
     kc.wait_for_ready(timeout=60)
+    assert old not in _listed_sessions(pool)
+
+
+def test_shutdown_deletes_the_session_where_the_api_can(kernel, kernelspecs, pool):
+    write_kernelspec(kernelspecs, "aca_test_v2025_shutdown",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                      "ACA_API_VERSION": "2025-02-02-preview", "ACA_PROGRESS_AFTER": "60"})
+    km, kc = kernel("aca_test_v2025_shutdown")
+    run(kc, "state = 1")
+    old = _identifier(kc)
+    assert old in _listed_sessions(pool)
+    km.shutdown_kernel(now=False)  # a shutdown_request, as a front end sends it
+    assert not km.is_alive()
     assert old not in _listed_sessions(pool)
 
 
@@ -203,3 +224,38 @@ def test_kernel_options_are_traitlets(kernel, kernelspecs, pool):
     assert "rich = False" in text(out) and "cooldown = 900.0" in text(out)
     reply, out = run(kc, "print('typed')\n3")
     assert reply["status"] == "ok" and text(out) == "typed\n"
+
+
+def test_the_token_reaches_no_output_log_or_repr(kernel, pool, tmp_path):
+    token = pool.token or ""
+    assert token
+    _km, kc = kernel()
+    log = tmp_path / "kernel.log"
+    shown = []
+    reply, out = run(kc, f"%%local\nimport logging\nlogging.basicConfig(level=logging.DEBUG, filename={str(log)!r})")
+    assert reply["status"] == "ok"
+    for code in ("print('x')\n1", "1/0", "%aca_session", "%aca_config", "%aca_new_session",
+                 "%%local\nctx = get_ipython()._aca_context\n"
+                 "print(repr(ctx.existing()), repr(ctx.settings.as_dict()), repr(ctx.existing().client))"):
+        _reply, out = run(kc, code)
+        shown.extend(str(m["content"]) for m in out)
+    kc.complete("pri", 3)
+    shown.append(str(kc.get_shell_msg(timeout=30)["content"]))
+    assert "SessionsClient" in "".join(shown)  # the reprs were shown
+    assert log.read_text().count("POST") > 0  # and the client's requests were logged
+    assert not any(token in s for s in shown)
+    assert token not in log.read_text()
+
+
+def test_start_up_stays_light_until_the_first_remote_cell(kernel):
+    # Kernel start, silent probes, local magics and completion import none of the heavy dependencies.
+    # (httpx is left out: ``import aca_kernel`` imports the client, see aca_kernel/__init__.py.)
+    _km, kc = kernel()
+    run(kc, "import sys", silent=True)
+    run(kc, "%aca_session")
+    run(kc, "%aca_config")
+    kc.complete("pri", 3)
+    kc.get_shell_msg(timeout=30)
+    _, out = run(kc, "%%local\nimport sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & "
+                     "{'azure', 'ipywidgets', 'pandas', 'numpy', 'matplotlib', 'starlette'}))")
+    assert text(out) == "[]\n"

@@ -44,6 +44,7 @@ def test_error_is_one_error_message_with_remote_traceback(kc):
     assert "line 2" in tb and "return 1 / 0" in tb
     assert "\x1b[" in tb  # coloured like IPython's
     assert "aca_kernel" not in tb and "_runner" not in tb
+    assert "_aca_rich" not in tb and "run_cell" not in tb and "<string>" not in tb  # no wrapper frames
 
 
 def test_displays_come_back_in_order_with_full_bundles(kc):
@@ -110,10 +111,9 @@ def test_plain_mode_sends_code_as_typed(kc):
 def test_plain_mode_image_result(kc):
     reply, out = run(kc, "%%aca --plain\nimport matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
     assert reply["status"] == "ok"
-    pngs = [m for m in out if m["msg_type"] in ("display_data", "execute_result")
-            and "image/png" in m["content"]["data"]]
-    assert pngs, out
-    _png_size(base64.b64decode(pngs[0]["content"]["data"]["image/png"]))
+    assert [m["msg_type"] for m in out] == ["display_data"]  # an image result is display_data, not a value
+    assert set(out[0]["content"]["data"]) == {"image/png", "text/plain"}
+    _png_size(base64.b64decode(out[0]["content"]["data"]["image/png"]))
 
 
 def test_kernel_option_turns_rich_mode_off(kc):
@@ -132,6 +132,12 @@ def test_outputs_over_the_limit_are_cut_with_a_notice(kc):
         reply, out = run(kc, "print('x' * 50000)\n'done'")
         assert reply["status"] == "ok"
         assert text(out).count("x") <= 2000
+        assert "output cut at 2,000 bytes" in text(out, "stderr")
+        reply, out = run(kc, "'z' * 50000")  # a value over the limit is replaced, with the same notice
+        assert reply["status"] == "ok"
+        (res,) = [m for m in out if m["msg_type"] == "execute_result"]
+        assert "zzzz" not in res["content"]["data"]["text/plain"]
+        assert "over the output limit" in res["content"]["data"]["text/plain"]
         assert "output cut at 2,000 bytes" in text(out, "stderr")
     finally:
         run(kc, "%aca_config max_output_bytes=5000000")
@@ -153,15 +159,26 @@ def test_long_cell_shows_elapsed_time_in_one_display_then_removes_it(kc):
     assert [m["msg_type"] for m in out][-2:] == ["clear_output", "execute_result"]
 
 
-def test_local_cells_and_magics_stay_local(kc):
+def test_local_cells_and_magics_stay_local(kc, pool):
     reply, out = run(kc, "%%local\nonly_here = 'local'\nprint(only_here)")
     assert text(out) == "local\n"
     reply, out = run(kc, "only_here")
     assert reply["status"] == "error" and reply["ename"] == "NameError"  # the remote session never saw it
     reply, out = run(kc, "%%local\nonly_here")
     assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["'local'"]
+    run(kc, "1")  # the session has been used
     reply, out = run(kc, "%aca_session")
-    assert "identifier" in text(out) and "api-version" in text(out)
+    shown = text(out)
+    assert "identifier" in shown and "api-version 2024-02-02-preview" in shown
+    assert pool.endpoint.rstrip("/") in shown
+    # this API version has no GET session: the time left is estimated from the last call and the cooldown
+    assert "time left before the cooldown" in shown
+    reply, out = run(kc, "%%local\nmagics = get_ipython().magics_manager.magics\n"
+                         "[m for m in ('aca_session', 'aca_new_session', 'aca_upload', 'aca_download', 'aca_files', "
+                         "'aca_config', 'aca_replay', 'aca') if m not in magics['line']] + "
+                         "[m for m in ('aca',) if m not in magics['cell']]")
+    # the kernel has all the session and file magics
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["[]"]
 
 
 def test_state_persists_between_cells(kc):
@@ -207,3 +224,33 @@ def test_output_before_an_error_keeps_its_order(kc):
     assert reply["status"] == "error" and reply["ename"] == "RuntimeError"
     assert [m["msg_type"] for m in out] == ["stream", "error"]
     assert out[0]["content"]["text"] == "before\n"
+
+
+def _shell_reply(kc, msg_id: str) -> dict:
+    while True:
+        msg = kc.get_shell_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg["content"]
+
+
+def test_completion_and_inspection_follow_the_cell_to_its_session(kc):
+    run(kc, "%aca_config complete_timeout=30")  # a slow first completion must not make this test flaky
+    try:
+        reply, _ = run(kc, "%%aca --session side\nside_only_value = 1")
+        assert reply["status"] == "ok"
+        cell = "%%aca --session side\nx = side_only_v"
+        content = _shell_reply(kc, kc.complete(cell, len(cell)))
+        assert content["matches"] == ["side_only_value"]
+        assert (content["cursor_start"], content["cursor_end"]) == (len(cell) - len("side_only_v"), len(cell))
+        # the default session has no such name
+        assert _shell_reply(kc, kc.complete("side_only_v", 11))["matches"] == []
+        cell = "%%aca -s side\nside_only_value"
+        content = _shell_reply(kc, kc.inspect(cell, len(cell)))
+        assert content["found"] and "int" in content["data"]["text/plain"]
+        assert _shell_reply(kc, kc.inspect("side_only_value", 15))["found"] is False
+        # the body of another cell magic runs in this kernel: it completes here
+        run(kc, "%%local\nlocal_only_thing = 1")
+        cell = "%%time\nlocal_only_t"
+        assert _shell_reply(kc, kc.complete(cell, len(cell)))["matches"] == ["local_only_thing"]
+    finally:
+        run(kc, "%aca_config complete_timeout=3")

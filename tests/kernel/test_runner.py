@@ -115,3 +115,63 @@ def test_json_values_go_inline_and_others_by_file():
     runner.send_variable("b", (1, 2))
     assert codes[0] == "a = __import__('json').loads('{\"k\": [1, 2]}')"
     assert "pickle" in codes[1] and codes[1].startswith("b = ")
+
+
+@pytest.mark.parametrize("fmt, mime, payload", [
+    ("png", "image/png", b"\x89PNG\r\n\x1a\n-png-bytes"),
+    ("jpeg", "image/jpeg", b"\xff\xd8\xff\xe0-jpeg-bytes"),
+    ("svg", "image/svg+xml", b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>'),
+])
+def test_plain_image_results_become_display_data(fmt, mime, payload):
+    # The emulator only returns PNG results; JPEG and SVG results of the real service are injected here.
+    import base64
+
+    image = {"type": "image", "format": fmt, "base64_data": base64.b64encode(payload).decode()}
+    outcome = RemoteRunner(_context(lambda request: _v2_reply("", image))).run("show()", rich=False)
+    assert outcome.ok
+    (item,) = outcome.outputs
+    assert item["output_type"] == "display_data"
+    assert set(item["data"]) == {mime, "text/plain"}
+    shown = item["data"][mime]
+    assert (shown == payload.decode()) if fmt == "svg" else (base64.b64decode(shown) == payload)
+
+
+def test_rich_mode_returns_long_output_whole_through_the_value(pool, monkeypatch):
+    # v2 API versions may cut the service's stdout at 4096 characters: rich mode must not depend on it.
+    monkeypatch.setenv("ACA_TOKEN", pool.token or "")
+    ctx = ACAContext(None, ACASettings(endpoint=pool.endpoint, api_version="2025-10-02-preview"))
+    try:
+        outcome = RemoteRunner(ctx).run("import sys\nprint('x' * 10000)\nprint('e' * 6000, file=sys.stderr)")
+    finally:
+        ctx.close(delete_sessions=True)
+    assert outcome.ok and outcome.notices == []
+    assert outcome.execution.stdout == "" and outcome.execution.stderr == ""  # nothing went through the streams
+    assert outcome.outputs == [{"output_type": "stream", "name": "stdout", "text": "x" * 10000 + "\n"},
+                               {"output_type": "stream", "name": "stderr", "text": "e" * 6000 + "\n"}]
+
+
+def test_a_remote_side_without_ipython_gets_plain_code_from_then_on():
+    sent = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        code = json.loads(request.content)["code"]
+        sent.append(code)
+        if len(sent) == 1:  # what the wrapper returns in a plain Python interpreter
+            return _v2_reply("hi\n", '@@ACA-RICH/1@@{"v": 1, "ipython": false, "fresh": true, "outputs": '
+                                     '[{"output_type": "execute_result", "data": {"text/plain": "3"}, "metadata": {}}]}')
+        return _v2_reply("", 4)
+
+    runner = RemoteRunner(_context(handler))
+    first = runner.run("print('hi')\n1 + 2")
+    assert first.ok and first.notices == []  # silently
+    assert [o["output_type"] for o in first.outputs] == ["stream", "execute_result"]
+    second = runner.run("2 + 2")
+    assert sent[0] != "print('hi')\n1 + 2" and sent[1] == "2 + 2"
+    assert second.outputs == [{"output_type": "execute_result", "data": {"text/plain": "4"}, "metadata": {}}]
+
+
+def test_completion_with_an_unusable_endpoint_gives_nothing_rather_than_an_error():
+    ctx = ACAContext(None, ACASettings(endpoint="http://pool.invalid/"))
+    runner = RemoteRunner(ctx)
+    assert runner.complete("x", 1, endpoint="ftp://not-a-pool") is None
+    assert runner.inspect("x", 0, endpoint="ftp://not-a-pool") is None
