@@ -40,8 +40,12 @@ logger = logging.getLogger("aca_kernel.widgets")
 _COLUMNS = (("name", "Name"), ("size", "Size"), ("modified", "Modified"), ("type", "Type"))
 # Scoped to the widget's class; an HTML widget's <style> applies to the page, so every rule starts with it.
 _STYLE = """<style>
-.aca-file-browser .aca-file-name { justify-content: flex-start; text-align: left; overflow: hidden;
-  text-overflow: ellipsis; }
+.aca-file-browser .aca-file-name, .aca-file-browser .aca-sort { justify-content: flex-start; text-align: left;
+  overflow: hidden; text-overflow: ellipsis; }
+.aca-file-browser .aca-sort { font-weight: bold; }
+.aca-file-browser .aca-sort-size { justify-content: flex-end; text-align: right; }
+.aca-file-browser .aca-upload { border-top: 1px solid var(--jp-border-color2, #e0e0e0); margin-top: 6px;
+  padding-top: 6px; }
 .aca-file-browser .aca-csv { border-collapse: collapse; }
 .aca-file-browser .aca-csv th, .aca-file-browser .aca-csv td { padding: 2px 10px; text-align: left;
   border-bottom: 1px solid var(--jp-border-color2, #e0e0e0); }
@@ -106,6 +110,10 @@ class FileBrowser(w.VBox):
         self._sort_buttons = {key: w.Button(description=label, tooltip=f"Sort by {label.lower()}",
                                             layout=w.Layout(width="auto"))
                               for key, label in _COLUMNS}
+        for key, button in self._sort_buttons.items():  # headers aligned like their columns
+            button.add_class("aca-sort")
+            if key == "size":
+                button.add_class("aca-sort-size")
         self._table = w.GridBox(layout=w.Layout(
             grid_template_columns="minmax(14em, 2fr) 7em 10em minmax(8em, 1fr)", grid_gap="2px 8px",
             max_height="24em", overflow="auto", align_items="center"))
@@ -115,10 +123,11 @@ class FileBrowser(w.VBox):
         self._uploads = UploadPanel(self)
         self._row_widgets: list[w.Widget] = []
 
-        self._up_button.on_click(self._on_up_button_click)
-        self._refresh_button.on_click(self._on_refresh_button_click)
+        guard = self._tasks.guard
+        self._up_button.on_click(guard(self._on_up_button_click))
+        self._refresh_button.on_click(guard(self._on_refresh_button_click))
         for key, button in self._sort_buttons.items():
-            button.on_click(lambda _b, key=key: self._on_sort_button_click(key))
+            button.on_click(guard(lambda _b, key=key: self._on_sort_button_click(key)))
 
         super().__init__([self._title, self._toolbar, self._table, self._status, self._selection,
                           self._uploads, self._transfers], **kwargs)
@@ -265,14 +274,17 @@ class FileBrowser(w.VBox):
                               f"{icon}{html.escape(message)}</div>")
 
     def close(self) -> None:
-        for child in (*self._row_widgets, *self._sort_buttons.values(), self._title, self._up_button,
-                      self._location, self._refresh_button, self._toolbar, self._table, self._status):
-            child.close()
-        self._selection.close()
-        self._uploads.close()
-        for row in self._transfers.rows:
-            row.close()
-        self._transfers.close()
+        # getattr: ipywidgets also calls close() from __del__, even when __init__ raised half-way.
+        parts = [*getattr(self, "_row_widgets", ()), *getattr(self, "_sort_buttons", {}).values()]
+        parts += [getattr(self, name, None) for name in ("_title", "_up_button", "_location", "_refresh_button",
+                                                         "_toolbar", "_table", "_status", "_selection",
+                                                         "_uploads")]
+        transfers = getattr(self, "_transfers", None)
+        if transfers is not None:
+            parts += [*transfers.rows, transfers]
+        for part in parts:
+            if part is not None:
+                part.close()
         super().close()
 
     # ---------------------------------------------------------------- helpers for the panels
@@ -368,7 +380,7 @@ class FileBrowser(w.VBox):
                         tooltip=("Open " if folder else "Select ") + join_remote(self._path, entry.name),
                         button_style="info" if chosen else "", layout=w.Layout(width="auto"))
         name.add_class("aca-file-name")
-        name.on_click(lambda _b, n=entry.name: self._on_name_button_click(n))
+        name.on_click(self._tasks.guard(lambda _b, n=entry.name: self._on_name_button_click(n)))
         size = w.HTML(f"<div style='text-align:right'>{human_size(entry.size) if not folder else ''}</div>")
         modified = w.HTML(html.escape(format_time(entry.last_modified)))
         kind = w.HTML(html.escape(type_label(entry)))

@@ -60,7 +60,8 @@ def human_size(n: int | None) -> str:
     value = float(n)
     unit = "B"
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
+        # Compare what will be shown: 1048575 B is "1.0 MB", not "1024.0 KB".
+        if (abs(value) < 1024 if unit == "B" else round(abs(value), 1) < 1024) or unit == "TB":
             break
         value /= 1024
     return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"

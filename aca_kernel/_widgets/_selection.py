@@ -71,11 +71,12 @@ class SelectionPanel(w.VBox):
         actions = w.HBox([self._link_button, self._link, self._folder_text, self._save_button,
                           self._delete_button], layout=w.Layout(flex_flow="row wrap", align_items="center"))
         self._actions = actions
-        self._link_button.on_click(self._on_link_button_click)
-        self._save_button.on_click(self._on_save_button_click)
-        self._delete_button.on_click(self._on_delete_button_click)
-        self._confirm_button.on_click(self._on_confirm_button_click)
-        self._cancel_button.on_click(self._on_cancel_button_click)
+        guard = host.tasks.guard
+        self._link_button.on_click(guard(self._on_link_button_click))
+        self._save_button.on_click(guard(self._on_save_button_click))
+        self._delete_button.on_click(guard(self._on_delete_button_click))
+        self._confirm_button.on_click(guard(self._on_confirm_button_click))
+        self._cancel_button.on_click(guard(self._on_cancel_button_click))
         super().__init__([self._details, self._preview, actions, self._confirm_box],
                          layout=w.Layout(display="none"))
 
@@ -185,23 +186,19 @@ class SelectionPanel(w.VBox):
             self._host.show_status(f"A download link for {remote} is already being prepared.", "info")
 
     def _link_worker(self, entry: RemoteFile, folder: str | None) -> None:
-        row = self._host.transfers.add(f"link {entry.name}", entry.size)
         self._link_button.disabled = True
         try:
-            limit = self._host.link_limit
-            data, complete = read_head(self._host.client, entry.name, folder, limit)
-            if not complete:
-                raise ValueError(f"{entry.name} is larger than {human_size(limit)}, the limit for browser "
-                                 "download links; use 'Save to kernel' or %aca_download instead")
-            row(len(data), len(data))
-        except Exception as exc:
-            row.fail(error_message(exc))
-            raise
+            with self._host.transfers.track(f"link {entry.name}", entry.size, done="ready") as row:
+                limit = self._host.link_limit
+                data, complete = read_head(self._host.client, entry.name, folder, limit)
+                if not complete:
+                    raise ValueError(f"{entry.name} is larger than {human_size(limit)}, the limit for browser "
+                                     "download links; use 'Save to kernel' or %aca_download instead")
+                row(len(data), len(data))
         finally:
             self._link_button.disabled = False
         mime = (entry.content_type or mimetypes.guess_type(entry.name)[0] or "application/octet-stream").split(";")[0]
         encoded = base64.b64encode(data).decode("ascii")
-        row.succeed("ready")
         if self._entry is not None and self._entry.name == entry.name:
             self._link.value = (f"<a class='aca-download-link' download=\"{html.escape(entry.name)}\" "
                                 f"href=\"data:{html.escape(mime)};base64,{encoded}\">⬇ Save {html.escape(entry.name)} "
@@ -228,14 +225,9 @@ class SelectionPanel(w.VBox):
             self._host.show_status(f"{remote} is already downloading.", "info")
 
     def _save_worker(self, entry: RemoteFile, folder: str | None, target: Path) -> None:
-        row = self._host.transfers.add(f"⬇ {entry.name}", entry.size)
-        try:
+        with self._host.transfers.track(f"⬇ {entry.name}", entry.size, done="saved") as row:
             target.parent.mkdir(parents=True, exist_ok=True)
             size = download_to_path(self._host.client, entry.name, folder, target, progress=row)
-        except Exception as exc:
-            row.fail(error_message(exc))
-            raise
-        row.succeed("saved")
         self._host.show_status(f"Saved {entry.name} ({human_size(size)}) to {target}", "ok")
 
     # ---------------------------------------------------------------- delete with confirmation
@@ -253,11 +245,13 @@ class SelectionPanel(w.VBox):
 
     def _on_confirm_button_click(self, _button: w.Button) -> None:
         entry = self._entry
+        if entry is None or not self.confirming:
+            return  # a second click on a button already hidden: the first one decided
         self._hide_confirm()
-        if entry is None:
-            return
         remote = join_remote(self._host.path, entry.name)
-        self._host.tasks.start(f"delete:{remote}", self._delete_worker, entry, self._host.remote_path(), remote)
+        if not self._host.tasks.start(f"delete:{remote}", self._delete_worker, entry, self._host.remote_path(),
+                                      remote):
+            self._host.show_status(f"{remote} is already being deleted.", "info")
 
     def _delete_worker(self, entry: RemoteFile, folder: str | None, remote: str) -> None:
         self._host.client.delete_file(entry.name, path=folder)

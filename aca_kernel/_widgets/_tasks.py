@@ -8,6 +8,7 @@ the same operation a no-op while the first is still running.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -49,6 +50,24 @@ class TaskRunner:
             self._running[key] = thread
         thread.start()
         return True
+
+    def guard(self, handler: Callable[..., Any]) -> Callable[..., Any]:
+        """``handler`` for a widget event, with any exception it raises shown in the widget.
+
+        ipywidgets would print the traceback into whichever output the event's message belongs to (often
+        none visible) and the user would see nothing; the status line shows it instead.
+        """
+
+        @functools.wraps(handler)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except Exception as exc:
+                logger.debug("%s failed", getattr(handler, "__name__", handler), exc_info=True)
+                self._on_error(getattr(handler, "__name__", "handler"), exc)
+                return None
+
+        return run
 
     def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         try:

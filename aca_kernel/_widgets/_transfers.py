@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import html
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ipywidgets as w
 
-from ._format import human_size
+from ._format import error_message, human_size
 
 __all__ = ["TransferList", "TransferRow"]
 
@@ -78,6 +80,17 @@ class TransferList(w.VBox):
                 old.close()
             self.children = tuple(rows)
         return row
+
+    @contextmanager
+    def track(self, label: str, total: int | None, done: str = "done") -> Iterator[TransferRow]:
+        """A new row for one transfer: green with ``done`` when the block ends, red with the reason if it raises."""
+        row = self.add(label, total)
+        try:
+            yield row
+        except Exception as exc:
+            row.fail(error_message(exc))
+            raise
+        row.succeed(done)
 
     @property
     def rows(self) -> list[TransferRow]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from .._validation import MAX_UPLOAD_BYTES
-from ._format import MOUNT, error_message, human_size, join_remote
+from ._format import MOUNT, human_size, join_remote
 
 if TYPE_CHECKING:
     from ._browser import FileBrowser
@@ -27,10 +27,12 @@ class UploadPanel(w.HBox):
                                   style={"description_width": "initial"}, layout=w.Layout(width="26em"))
         self._local_button = w.Button(description="Upload file", icon="upload",
                                       tooltip=f"Send a file from the kernel's machine to {MOUNT}")
-        self._picker.observe(self._on_picker_value, names="value")
-        self._local_button.on_click(self._on_local_button_click)
+        self._picker_handler = host.tasks.guard(self._on_picker_value)
+        self._picker.observe(self._picker_handler, names="value")
+        self._local_button.on_click(host.tasks.guard(self._on_local_button_click))
         super().__init__([self._picker, self._local_text, self._local_button],
                          layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        self.add_class("aca-upload")  # set apart from the selected file's actions above it
 
     # ---------------------------------------------------------------- from the browser
     def _on_picker_value(self, change: dict[str, Any]) -> None:
@@ -38,18 +40,20 @@ class UploadPanel(w.HBox):
         if not items:
             return
         folder = self._host.remote_path()
-        for item in items:
-            name = str(item["name"])
-            content = item["content"]
-            # Copy now: the widget's buffer is released when its value is cleared below.
-            data = content.tobytes() if isinstance(content, memoryview) else bytes(content)
-            self._start(name, folder, data, len(data))
-        # Clear the picker without re-entering this handler, so picking the same file again uploads again.
-        self._picker.unobserve(self._on_picker_value, names="value")
         try:
-            self._picker.value = ()
+            for item in items:
+                name = str(item["name"])
+                content = item["content"]
+                # Copy now: the widget's buffer is released when its value is cleared below.
+                data = content.tobytes() if isinstance(content, memoryview) else bytes(content)
+                self._start(name, folder, data, len(data))
         finally:
-            self._picker.observe(self._on_picker_value, names="value")
+            # Clear the picker without re-entering this handler, so picking the same file again uploads again.
+            self._picker.unobserve(self._picker_handler, names="value")
+            try:
+                self._picker.value = ()
+            finally:
+                self._picker.observe(self._picker_handler, names="value")
 
     # ---------------------------------------------------------------- from the kernel's machine
     def _on_local_button_click(self, _button: w.Button) -> None:
@@ -75,17 +79,12 @@ class UploadPanel(w.HBox):
             self._host.show_status(f"{remote} is already uploading; wait for it to finish.", "info")
 
     def _worker(self, name: str, folder: str | None, source: bytes | Path, size: int, remote: str) -> None:
-        row = self._host.transfers.add(f"⬆ {name}", size)
-        try:
+        with self._host.transfers.track(f"⬆ {name}", size, done="uploaded") as row:
             if isinstance(source, Path):
                 with source.open("rb") as fh:  # streamed by the client in chunks, never read whole
                     self._host.client.upload_file(fh, name, path=folder, progress=row)
             else:
                 self._host.client.upload_file(source, name, path=folder, progress=row)
-        except Exception as exc:
-            row.fail(error_message(exc))
-            raise
-        row.succeed("uploaded")
         self._host.show_status(f"Uploaded {name} ({human_size(size)}) to {MOUNT}/{remote}", "ok")
         self._host.refresh(quiet=True)
 

@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 V1 = "2024-02-02-preview"
 V2 = "2025-10-02-preview"
+
+
+def write_aca_kernelspec(jupyter_path: Path, pool, prefix: str) -> dict[str, str]:
+    """The ACA Sessions kernelspec (``aca_sessions``) under ``jupyter_path/kernels``, on a fresh session of ``pool``.
+
+    Point ``JUPYTER_PATH`` at ``jupyter_path`` to use it; returns the environment the kernel gets.
+    """
+    env = {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+           "ACA_SESSION_ID": f"{prefix}-{uuid.uuid4().hex[:12]}"}
+    spec = jupyter_path / "kernels" / "aca_sessions"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "aca_kernel.kernel", "-f", "{connection_file}"],
+        "display_name": "ACA Sessions (test)", "language": "python", "interrupt_mode": "message", "env": env}))
+    return env
 
 
 class GatedTransport(httpx.HTTPTransport):

@@ -1,16 +1,17 @@
 """The file browser in a real JupyterLab and a real (headless Debian) chromium, against the local pool.
 
-A notebook on the ACA Sessions kernel (kernelspec in a temporary JUPYTER_PATH, env pointing at the pool) runs
-``%aca_files``; when that kernel is not installed in this checkout, a python3 notebook runs
-``%load_ext aca_sessions`` first (the test says which in its output). A file is uploaded through the widget's
-file input (the chooser its Upload button opens), appears in the table, is previewed, is downloaded by the browser
-through its download link, and is saved into a folder on the kernel's machine, where the test finds it.
-A screenshot goes to ``artifacts/files-browser.png``; the server log to ``artifacts/files-browser-lab.log``.
+The widget must work the same on both faces: a notebook on the ACA Sessions kernel (kernelspec in a temporary
+JUPYTER_PATH, env pointing at the pool) runs ``%aca_files``, and a python3 notebook runs ``%load_ext aca_sessions``
+first. Two files (a CSV and a PNG) are uploaded at
+once through the widget's file input (the chooser its Upload button opens) and appear in the table; the image is
+previewed inline, the CSV as a table; the CSV is downloaded by the browser through its download link and saved
+into a folder on the kernel's machine, where the test finds it.
+Screenshots go to ``artifacts/files-browser.png`` (ACA Sessions kernel) and ``files-browser-load-ext.png``; the
+server log to ``artifacts/files-browser-lab.log``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import secrets
@@ -28,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import write_aca_kernelspec
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
@@ -35,12 +38,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
 ]
-
-
-def aca_kernel_ready() -> bool:
-    if os.environ.get("ACA_TEST_BROWSER_KERNEL") == "python3":  # to compare the two faces when debugging
-        return False
-    return importlib.util.find_spec("aca_kernel.kernel.kernel") is not None
 
 
 @dataclass
@@ -77,18 +74,12 @@ def wait_ready(lab: Lab, timeout: float = 90) -> None:
 def lab(pool, tmp_path: Path) -> Iterator[Lab]:
     root = tmp_path / "root"
     settings = tmp_path / "settings" / "@jupyterlab" / "apputils-extension"
-    kernels = tmp_path / "jupyter" / "kernels" / "aca_sessions"
-    for d in (root, settings, kernels, tmp_path / "ws"):
+    for d in (root, settings, tmp_path / "ws"):
         d.mkdir(parents=True)
     # The news/update toast would cover the widget in the screenshot (testing-notes §4a).
     (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
                                                                            "checkForUpdates": False}))
-    pool_env = {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
-                "ACA_SESSION_ID": f"browser-{uuid.uuid4().hex[:12]}"}
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "aca_kernel.kernel", "-f", "{connection_file}"],
-        "display_name": "ACA Sessions (test)", "language": "python", "interrupt_mode": "message",
-        "env": pool_env}))
+    pool_env = write_aca_kernelspec(tmp_path / "jupyter", pool, "browser")
     token = secrets.token_hex(16)
     port = free_port()
     env = {**os.environ, **pool_env, "JUPYTER_PATH": str(tmp_path / "jupyter"),
@@ -147,14 +138,21 @@ def write_notebook(root: Path, use_aca_kernel: bool) -> str:
     return name
 
 
-def test_upload_preview_and_download_in_jupyterlab(lab: Lab, tmp_path: Path) -> None:
+@pytest.mark.parametrize("face", ["aca_kernel", "load_ext"])
+def test_upload_preview_and_download_in_jupyterlab(lab: Lab, pool, tmp_path: Path, face: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    use_aca_kernel = aca_kernel_ready()
-    print(f"kernel used: {'aca_sessions' if use_aca_kernel else 'python3 + %load_ext aca_sessions'}")
+    use_aca_kernel = face == "aca_kernel"
+    if use_aca_kernel:
+        pytest.importorskip("aca_kernel.kernel.kernel", reason="the ACA Sessions kernel is not in this checkout")
+    shot = ARTIFACTS / ("files-browser.png" if use_aca_kernel else "files-browser-load-ext.png")
     nb_name = write_notebook(lab.root, use_aca_kernel)
+    from PIL import Image
+
     upload = tmp_path / "hello.csv"
     upload.write_text("city,temp\nOslo,3\nLima,19\n")
+    picture = tmp_path / "chart.png"
+    Image.new("RGB", (120, 60), (30, 120, 200)).save(picture)
     dest = tmp_path / "saved"
     ARTIFACTS.mkdir(exist_ok=True)
 
@@ -184,10 +182,16 @@ def test_upload_preview_and_download_in_jupyterlab(lab: Lab, tmp_path: Path) -> 
             # button, so the file goes in through the file chooser that click opens.
             with page.expect_file_chooser() as chooser:
                 fb.locator("button.widget-upload").click()
-            chooser.value.set_files(str(upload))
+            chooser.value.set_files([str(upload), str(picture)])  # several files at once
             name = fb.locator(".aca-file-name", has_text="hello.csv")
             expect(name).to_be_visible()
-            expect(fb.locator(".aca-status")).to_contain_text("Uploaded hello.csv")
+            expect(fb.locator(".aca-file-name", has_text="chart.png")).to_be_visible()
+            expect(fb.get_by_text("uploaded", exact=True)).to_have_count(2)  # one progress row per file
+
+            fb.locator(".aca-file-name", has_text="chart.png").click()
+            image = fb.locator(".widget-image")
+            expect(image).to_be_visible()
+            assert image.evaluate("img => img.complete && img.naturalWidth") == 120  # decoded inline
 
             name.click()
             expect(fb.locator(".aca-preview")).to_contain_text("Lima")
@@ -206,9 +210,10 @@ def test_upload_preview_and_download_in_jupyterlab(lab: Lab, tmp_path: Path) -> 
             fb.locator("input[placeholder=\"folder on the kernel's machine\"]").fill(str(dest))
             fb.locator("button", has_text="Save to kernel").click()
             expect(fb.locator(".aca-status")).to_contain_text("Saved hello.csv")
-            page.screenshot(path=str(ARTIFACTS / "files-browser.png"), full_page=True)
+            page.screenshot(path=str(shot), full_page=True)
+            assert pool.token not in page.content()  # nowhere in the page, attributes and links included
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "files-browser-failed.png"), full_page=True)
+            page.screenshot(path=str(shot.with_name(shot.stem + "-failed.png")), full_page=True)
             print("browser console:\n" + "\n".join(console[-40:]))
             raise
         finally:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from .conftest import write_aca_kernelspec
 from .example_notebook import PATH, build
 
 
@@ -24,13 +23,7 @@ def test_notebook_runs_on_the_aca_kernel(pool, tmp_path: Path, monkeypatch: pyte
     pytest.importorskip("aca_kernel.kernel.kernel", reason="the ACA Sessions kernel is not in this checkout")
     from nbclient import NotebookClient
 
-    kernels = tmp_path / "jupyter" / "kernels" / "aca_sessions"
-    kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "aca_kernel.kernel", "-f", "{connection_file}"],
-        "display_name": "ACA Sessions (test)", "language": "python", "interrupt_mode": "message",
-        "env": {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
-                "ACA_SESSION_ID": f"example-{uuid.uuid4().hex[:12]}"}}))
+    write_aca_kernelspec(tmp_path / "jupyter", pool, "example")
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     work = tmp_path / "work"
     work.mkdir()

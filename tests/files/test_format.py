@@ -32,6 +32,7 @@ def rf(name: str, size: int | None = 1, ts: int = 0, kind: str = "file", ctype: 
 def test_human_size() -> None:
     assert [human_size(n) for n in (None, 0, 1023, 1536, 5 * 1024**2, 3 * 1024**3)] == \
         ["", "0 B", "1023 B", "1.5 KB", "5.0 MB", "3.0 GB"]
+    assert human_size(1024**2 - 1) == "1.0 MB" and human_size(1024**3 - 10) == "1.0 GB"  # never "1024.0 KB"
 
 
 def test_sort_keeps_folders_first_and_flips_direction() -> None:

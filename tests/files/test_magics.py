@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -145,25 +146,32 @@ def test_named_sessions_are_separate(shell, tmp_path: Path) -> None:
 
 
 def test_aca_files_shows_the_browser(shell) -> None:
+    from ipywidgets.widgets.widget import _instances, _remove_buffers
+
     from aca_kernel._context import get_context
     from aca_kernel.widgets import FileBrowser
 
     client_of(shell).upload_file(b"1", "shown.txt")
     assert get_context(shell).session().first_call is None
+    before = set(_instances)
     with capture_output() as cap:
         shell.run_line_magic("aca_files", "")
     assert cap.outputs and "application/vnd.jupyter.widget-view+json" in cap.outputs[0].data
     model_id = cap.outputs[0].data["application/vnd.jupyter.widget-view+json"]["model_id"]
-    from ipywidgets.widgets.widget import _instances  # the registry behind the deprecated Widget.widgets
-
-    fb = _instances[model_id]
+    fb = _instances[model_id]  # the registry behind the deprecated Widget.widgets
     assert isinstance(fb, FileBrowser)
     try:
         assert fb.wait()
         assert get_context(shell).session().first_call is not None  # the widget's listing counts as use
         assert [f.name for f in fb.files] == ["shown.txt"]
         assert client_of(shell).session_id in fb._title.value
-        assert os.environ["ACA_TOKEN"] not in fb._title.value
+        fb.select("shown.txt")
+        assert fb.wait()
+        # Every widget the magic made, serialized as the front end receives it: no token anywhere.
+        states = "\n".join(json.dumps(_remove_buffers(w.get_state())[0], default=str)
+                           for key, w in list(_instances.items()) if key not in before)
+        assert client_of(shell).session_id in states and "shown.txt" in states
+        assert os.environ["ACA_TOKEN"] not in states
     finally:
         fb.close()
 

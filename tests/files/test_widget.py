@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
+import time
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
+import httpx
 import pytest
+from conftest import wait_until
 
 from aca_kernel import SessionsClient
 from aca_kernel.widgets import FileBrowser
@@ -41,6 +47,11 @@ def upload_via_picker(fb: FileBrowser, *files: tuple[str, bytes]) -> None:
          "content": memoryview(data)} for name, data in files]})
 
 
+def upload_local(fb: FileBrowser, path: Path | str) -> None:
+    fb._uploads._local_text.value = str(path)
+    fb._uploads._local_button.click()
+
+
 def test_table_lists_files_with_human_sizes_and_header(make_client, browsers, pool) -> None:
     client = make_client()
     client.upload_file(b"a,b\n1,2\n", "data.csv")
@@ -68,6 +79,24 @@ def test_sorting_by_header_clicks(make_client, browsers) -> None:
     assert table_names(fb) == ["a.txt", "b.txt", "c.txt"] and not fb.ascending
     fb.sort_by("modified", ascending=True)
     assert [f.name for f in fb.files] == table_names(fb)
+
+
+def test_modified_and_type_columns(make_client, browsers) -> None:
+    from aca_kernel._widgets._format import format_time
+
+    client = make_client()
+    client.upload_file(b"{}", "b.json")
+    client.upload_file(b"a,b", "a.csv")
+    client.upload_file(b"t", "c.txt")
+    fb = open_browser(browsers, client)
+    texts = [getattr(c, "value", "") for c in fb._table.children[4:]]
+    for f in fb.files:  # each row: name button, size, modified, type
+        row = texts[4 * table_names(fb).index(f.name):][:4]
+        assert row[2] == format_time(f.last_modified) and row[2].startswith("20")
+    fb._sort_buttons["type"].click()
+    assert table_names(fb) == ["b.json", "a.csv", "c.txt"]  # application/json < text/csv < text/plain
+    fb._sort_buttons["type"].click()
+    assert table_names(fb) == ["c.txt", "a.csv", "b.json"] and "▼" in fb._sort_buttons["type"].description
 
 
 def test_folders_navigate_into_and_up(make_client, browsers) -> None:
@@ -112,13 +141,11 @@ def test_upload_from_kernel_path(make_client, browsers, tmp_path: Path) -> None:
     local = tmp_path / "local.json"
     local.write_text('{"k": [1, 2]}')
     fb = open_browser(browsers, client)
-    fb._uploads._local_text.value = str(local)
-    fb._uploads._local_button.click()
+    upload_local(fb, local)
     assert fb.wait()
     assert client.download_file("local.json") == b'{"k": [1, 2]}'
     assert "local.json" in table_names(fb)
-    fb._uploads._local_text.value = str(tmp_path / "missing.txt")
-    fb._uploads._local_button.click()
+    upload_local(fb, tmp_path / "missing.txt")
     assert fb.status_kind == "error" and "does not exist" in fb.status
 
 
@@ -128,8 +155,7 @@ def test_upload_over_128_mb_refused_before_sending(make_client, browsers, tmp_pa
     with big.open("wb") as fh:  # sparse: no disk space used
         fh.truncate(128 * 1024 * 1024 + 1)
     fb = open_browser(browsers, client)
-    fb._uploads._local_text.value = str(big)
-    fb._uploads._local_button.click()
+    upload_local(fb, big)
     assert fb.wait()
     assert fb.status_kind == "error" and "128 MB" in fb.status
     assert client.list_files() == []
@@ -163,7 +189,9 @@ def test_preview_text_csv_json_image_and_other(make_client, browsers) -> None:
     image = fb._selection.preview_widget
     assert image.format == "png" and bytes(image.value) == png.getvalue()
     fb.select("arch.zip")
-    assert fb.wait() and "No preview" in fb._selection.preview_widget.value
+    assert fb.wait()
+    other = fb._selection.preview_widget.value
+    assert "No preview" in other and "application/zip" in other and "104 B" in other
     assert seen == ["notes.txt", "data.csv", "d.json", "pic.png", "arch.zip"]
 
 
@@ -227,6 +255,23 @@ def test_save_refuses_a_name_that_escapes_the_folder(make_client, browsers, tmp_
     assert not outside.exists()
 
 
+@pytest.mark.parametrize("name", ["..\\evil.txt", "a\\b.txt"])
+def test_save_refuses_a_service_name_with_a_separator(make_client, browsers, tmp_path: Path, name: str) -> None:
+    """The service accepts backslashes in names; saved on Windows, ``..\\evil.txt`` would leave the folder."""
+    client = make_client()
+    client.upload_file(b"payload", name)
+    folder = tmp_path / "dl"
+    fb = open_browser(browsers, client)
+    fb.select(name)
+    assert fb.wait()
+    fb._selection._folder_text.value = str(folder)
+    fb._selection._save_button.click()
+    assert fb.wait()
+    assert fb.status_kind == "error" and "escape" in fb.status
+    assert list(tmp_path.iterdir()) == []  # refused before anything was created or sent
+    assert fb.busy == [] and fb.transfers.rows == []
+
+
 def test_delete_with_cancel_then_confirm(make_client, browsers) -> None:
     client = make_client()
     client.upload_file(b"1", "keep.txt")
@@ -265,18 +310,34 @@ def test_errors_show_in_status_and_widget_keeps_working(make_client, browsers, t
     assert table_names(fb) == ["b.txt"] and fb.status_kind == "info" and fb.selected is None
 
 
-def test_auth_error_is_one_line_without_the_token(pool, browsers) -> None:
-    bad = SessionsClient(pool.endpoint, "wrong-token-value", api_version=V1, max_retries=0)
+class SwitchableCredential:
+    """A TokenCredential whose token can be revoked and replaced, as when a login expires and is renewed."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: object) -> SimpleNamespace:
+        return SimpleNamespace(token=self.token, expires_on=time.time() + 3600)
+
+
+def test_auth_error_is_one_line_and_the_widget_recovers(pool, browsers) -> None:
+    credential = SwitchableCredential("revoked-secret-token")
+    client = SessionsClient(pool.endpoint, credential, api_version=V1, max_retries=0)
     try:
-        fb = open_browser(browsers, bad)
-        assert fb.status_kind == "error" and "\n" not in fb.status
-        assert "wrong-token-value" not in fb.status and "401" in fb.status
-        assert not fb._refresh_button.disabled
+        client.session_id = f"files-{uuid.uuid4().hex[:12]}"
+        fb = open_browser(browsers, client)
+        assert fb.status_kind == "error" and "\n" not in fb.status and "401" in fb.status
+        assert "revoked-secret-token" not in fb.status and not fb._refresh_button.disabled
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert fb.wait() and fb.status_kind == "error" and fb.transfers.rows[-1].bar.bar_style == "danger"
+        credential.token = pool.token  # renewed: the same widget works again
+        upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert fb.wait() and fb.status_kind == "ok" and table_names(fb) == ["x.csv"]
     finally:
-        bad.close()
+        client.close()
 
 
-def test_network_error_is_shown_and_refresh_recovers(make_client, browsers) -> None:
+def test_network_error_is_one_line_with_the_address(browsers) -> None:
     with socket.socket() as s:  # a loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -290,26 +351,107 @@ def test_network_error_is_shown_and_refresh_recovers(make_client, browsers) -> N
         dead.close()
 
 
-def test_double_click_starts_one_transfer(pool, browsers, tmp_path: Path) -> None:
-    def is_download(request) -> bool:
-        return request.method == "GET" and "/files/content/" in request.url.path
+class Outage(httpx.HTTPTransport):
+    """Fault injection: the real transport to the pool, except that requests fail to connect while ``down``.
 
-    gate = GatedTransport(is_download)
-    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=gate)
+    (Stopping the pool would lose its sessions and token; a network outage keeps both.)
+    """
+
+    down = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("[Errno 101] Network is unreachable", request=request)
+        return super().handle_request(request)
+
+
+def test_network_outage_is_shown_and_the_widget_recovers(pool, browsers, tmp_path: Path) -> None:
+    transport = Outage()
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, max_retries=0, transport=transport,
+                            session_id=f"files-{uuid.uuid4().hex[:12]}")
+    try:
+        client.upload_file(b"a,b\n1,2\n", "data.csv")
+        fb = open_browser(browsers, client)
+        transport.down = True
+        fb.select("data.csv")  # the preview fails
+        assert fb.wait() and fb.status_kind == "error" and "unreachable" in fb.status and "\n" not in fb.status
+        assert "Preview unavailable" in fb._selection.preview_widget.value
+        fb._selection._folder_text.value = str(tmp_path)
+        fb._selection._save_button.click()
+        assert fb.wait() and fb.transfers.rows[-1].bar.bar_style == "danger"
+        assert list(tmp_path.iterdir()) == []  # no partial file
+        transport.down = False
+        fb._refresh_button.click()
+        assert fb.wait() and fb.status == "1 item in /mnt/data"
+        fb._selection._save_button.click()
+        assert fb.wait() and fb.status_kind == "ok" and (tmp_path / "data.csv").read_bytes() == b"a,b\n1,2\n"
+    finally:
+        client.close()
+
+
+def test_an_unexpected_error_in_a_handler_shows_in_the_widget(make_client, browsers, tmp_path: Path) -> None:
+    """A click whose handler raises (here: ``~user`` of a user that does not exist) must not go unseen."""
+    client = make_client()
+    client.upload_file(b"1", "a.txt")
+    fb = open_browser(browsers, client)
+    upload_local(fb, "~no-such-user-aca/data.csv")
+    assert fb.status_kind == "error" and "RuntimeError" in fb.status
+    fb.select("a.txt")
+    fb._selection._folder_text.value = "~no-such-user-aca/out"
+    fb._selection._save_button.click()
+    assert fb.status_kind == "error" and "RuntimeError" in fb.status
+    local = tmp_path / "b.txt"
+    local.write_text("2")
+    upload_local(fb, local)  # and the widget carries on
+    assert fb.wait() and fb.status_kind == "ok" and table_names(fb) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.parametrize(("action", "message"), [("save", "already downloading"),
+                                                 ("link", "already being prepared"),
+                                                 ("delete", "already being deleted")])
+def test_a_second_click_does_not_start_the_same_operation(pool, browsers, tmp_path: Path, action: str,
+                                                         message: str) -> None:
+    def held_request(request: httpx.Request) -> bool:
+        if action == "delete":
+            return request.method == "DELETE"
+        return request.method == "GET" and request.url.path.endswith("/one.bin/content")
+
+    gate = GatedTransport(held_request)
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V2, transport=gate,
+                            session_id=f"files-{uuid.uuid4().hex[:12]}")
+    selection = None
     try:
         client.upload_file(b"payload", "one.bin")
         fb = open_browser(browsers, client)
-        fb._selection._folder_text.value = str(tmp_path)
+        selection = fb._selection
+        selection._folder_text.value = str(tmp_path)
         fb.select("one.bin")  # no preview for .bin files, so no download yet
         assert fb.wait()
-        fb._selection._save_button.click()
+
+        def click() -> None:
+            if action == "save":
+                selection._save_button.click()
+            elif action == "link":
+                selection._link_button.click()
+            else:
+                selection._delete_button.click()
+                selection._confirm_button.click()
+
+        click()
         assert gate.wait_held(1)
-        fb._selection._save_button.click()
-        assert fb.busy == ["download:one.bin"] and "already downloading" in fb.status
+        click()
+        assert message in fb.status and len(fb.busy) == 1
+        selection._confirm_button.click()  # a stray click on a confirm button that is not shown does nothing
         gate.release()
         assert fb.wait()
-        assert gate.held == [gate.held[0]] and (tmp_path / "one.bin").read_bytes() == b"payload"
-        assert len(fb.transfers.rows) == 1
+        assert len(gate.held) == 1 and fb.status_kind == "ok"
+        if action == "save":
+            assert (tmp_path / "one.bin").read_bytes() == b"payload"
+        elif action == "link":
+            assert base64.b64encode(b"payload").decode() in selection._link.value
+        else:
+            assert client.list_files() == [] and fb.selected is None
+        assert len(fb.transfers.rows) == (0 if action == "delete" else 1)
     finally:
         gate.release()
         client.close()
@@ -399,3 +541,104 @@ def test_a_folder_path_on_v1_says_folders_need_v2(make_client, browsers) -> None
     fb = open_browser(browsers, client, path="sub")
     assert fb.path == "" and table_names(fb) == ["a.txt"]
     assert fb.status_kind == "error" and "folders need a v2 api version" in fb.status
+
+
+def test_the_token_is_in_no_widget_state_nor_message(pool, make_client, browsers, monkeypatch, tmp_path) -> None:
+    """Everything the kernel sends the front end (comm opens and updates) and every widget's final state."""
+    import comm
+    from comm.base_comm import BaseComm
+    from ipywidgets.widgets.widget import _instances, _remove_buffers
+
+    sent: list[str] = []
+
+    class RecordingComm(BaseComm):
+        def publish_msg(self, msg_type, data=None, metadata=None, buffers=None, **keys) -> None:
+            sent.append(msg_type + json.dumps(data, default=str) + "".join(
+                bytes(b).decode("latin-1") for b in buffers or ()))
+
+    monkeypatch.setattr(comm, "create_comm", RecordingComm)
+    bad = "bad-secret-" + uuid.uuid4().hex
+    client = make_client(V2)
+    client.upload_file(b"a,b\n1,2\n", "data.csv")
+    client.upload_file(b'{"k": 1}', "sub/d.json")
+    local = tmp_path / "local.txt"
+    local.write_text("from the kernel")
+    fb = open_browser(browsers, client)
+    upload_via_picker(fb, ("x.txt", b"hello"))
+    upload_local(fb, local)
+    assert fb.wait()
+    fb.select("data.csv")
+    fb._selection._link_button.click()
+    fb._selection._folder_text.value = str(tmp_path / "out")
+    fb._selection._save_button.click()
+    assert fb.wait()
+    fb._selection._delete_button.click()
+    fb._selection._confirm_button.click()
+    assert fb.wait()
+    fb.select("sub")
+    assert fb.wait()
+    fb.select("d.json")
+    client.delete_file("sub/d.json")
+    fb._selection._save_button.click()  # 404
+    assert fb.wait() and fb.status_kind == "error"
+    bad_client = SessionsClient(pool.endpoint, bad, api_version=V1, max_retries=0)
+    try:
+        failed = open_browser(browsers, bad_client)  # 401
+        assert failed.status_kind == "error"
+        upload_via_picker(failed, ("y.txt", b"y"))
+        assert failed.wait()
+    finally:
+        bad_client.close()
+
+    states = [json.dumps(_remove_buffers(w.get_state())[0], default=str) for w in list(_instances.values())]
+    everything = "\n".join(sent + states)
+    assert client.session_id in everything and "Download link" in everything  # what was recorded is the widget
+    assert "base64," in everything and "401" in everything
+    assert pool.token not in everything and bad not in everything
+
+
+def test_a_refused_construction_leaves_no_error_behind(monkeypatch) -> None:
+    """ipywidgets closes a widget from ``__del__``; a FileBrowser whose ``__init__`` raised must close quietly."""
+    import gc
+    import sys
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    try:
+        FileBrowser(client=object(), sort_by="colour")  # type: ignore[arg-type]
+    except ValueError as exc:
+        assert "sort_by" in str(exc)
+    gc.collect()
+    assert unraisable == []
+
+
+def test_a_listing_or_preview_the_user_has_left_is_dropped(pool, browsers) -> None:
+    """A slow answer for a folder (or file) the user already left must not replace what the widget shows now."""
+
+    def slow(request: httpx.Request) -> bool:
+        listing_sub = request.url.path.endswith("/files") and request.url.params.get("path") == "sub"
+        return request.method == "GET" and (listing_sub or request.url.path.endswith("/slow.txt/content"))
+
+    gate = GatedTransport(slow)
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V2, transport=gate,
+                            session_id=f"files-{uuid.uuid4().hex[:12]}")
+    try:
+        client.upload_file(b"in sub", "inner.txt", path="sub")
+        client.upload_file(b"slow text", "slow.txt")
+        client.upload_file(b"fast text", "fast.txt")
+        fb = open_browser(browsers, client)
+        fb.select("sub")  # the listing of sub is held ...
+        assert gate.wait_held(1) and fb.path == "sub"
+        fb.up()  # ... while the user goes back up
+        assert wait_until(lambda: len(fb.files) == 3)  # the root's listing is not held
+        fb.select("slow.txt")  # the preview of slow.txt is held ...
+        assert gate.wait_held(2)
+        fb.select("fast.txt")  # ... while the user picks another file, whose preview comes first
+        assert wait_until(lambda: "fast text" in getattr(fb._selection.preview_widget, "value", ""))
+        gate.release()
+        assert fb.wait()
+        assert fb.path == "" and table_names(fb) == ["sub", "fast.txt", "slow.txt"]
+        assert fb.selected.name == "fast.txt" and "fast text" in fb._selection.preview_widget.value
+    finally:
+        gate.release()
+        client.close()
