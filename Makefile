@@ -65,7 +65,7 @@ demo: $(INSTALLED) pool-deps
 	$(BIN)/python examples/run_demo.py
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check aca_kernel aca_sessions tests bench
+	$(BIN)/ruff check aca_kernel aca_sessions tests bench examples
 
 # A private local-pool directory: tests never reuse or stop the developer's own pool, and any pool a test
 # started through the fallback is stopped afterwards.
