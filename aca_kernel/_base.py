@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import math
 import os
 import random
 import re
@@ -53,6 +54,7 @@ NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 30.0
 _REQUEST_ID_HEADERS = ("x-ms-request-id", "apim-request-id", "x-ms-client-request-id")
+_POLL_FIRST, _POLL_MAX = 0.25, 2.0
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,7 @@ class SessionsClientBase:
         api_version: str | None,
         session_id: str | None,
         token_scope: str | None,
-        token_refresh_margin: float,
+        token_refresh_minutes: float,
         timeout: float,
         max_retries: int,
         retry_total_timeout: float,
@@ -165,7 +167,11 @@ class SessionsClientBase:
         self._settings = resolve_settings(endpoint, api_version=api_version, session_id=session_id,
                                           token_scope=token_scope, env=env)
         self._session_id = self._settings.session_id
-        self._auth = make_auth(credential, self._settings.token_scope, token_refresh_margin, env, aio=aio)
+        if not token_refresh_minutes >= 0:
+            raise InvalidArgumentError(
+                f"token_refresh_minutes must be 0 or more minutes, got {token_refresh_minutes!r}.")
+        # Renew a cached token this many minutes before it expires (the issue's default: 5).
+        self._auth = make_auth(credential, self._settings.token_scope, token_refresh_minutes * 60.0, env, aio=aio)
         self._timeout = timeout
         self._max_retries = max(0, int(max_retries))
         self._retry_total_timeout = retry_total_timeout
@@ -219,15 +225,28 @@ class SessionsClientBase:
         if seconds <= 0:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}.")
         read = seconds + EXECUTE_READ_MARGIN
+        # The service takes whole seconds and refuses 0: round a fraction up rather than send an invalid limit.
+        whole = max(1, math.ceil(seconds))
         if self._settings.is_v2:
             body: dict[str, Any] = {"codeInputType": "Inline", "executionType": "Synchronous", "code": code,
-                                    "timeoutInSeconds": int(seconds)}
+                                    "timeoutInSeconds": whole}
             return Call("execute", "POST", "executions", self._params(), json=body, idempotent=False,
                         read_timeout=read)
         props = {"codeInputType": "inline", "executionType": "synchronous", "code": code,
-                 "timeoutInSeconds": int(seconds)}
+                 "timeoutInSeconds": whole}
         return Call("execute", "POST", "code/execute", self._params(), json={"properties": props},
                     idempotent=False, read_timeout=read)
+
+    def _next_poll(self, call: Call, execution_id: str, response: httpx.Response, attempt: int,
+                   deadline: float) -> tuple[Call, float]:
+        """The poll of a running execution and the wait before it, or ExecutionTimeout past the deadline."""
+        interval = min(_POLL_FIRST * 2 ** min(attempt, 8), _POLL_MAX)
+        delay = min(retry_after(response, time.time()) or interval, _POLL_MAX)
+        if time.monotonic() + delay > deadline:
+            raise ExecutionTimeout(
+                f"Execution {execution_id} in session {self._session_id} was still running after "
+                f"{call.read_timeout:.0f} s; it was not re-sent and may still finish.", may_have_executed=True)
+        return self._poll_call(execution_id), delay
 
     def _poll_call(self, execution_id: str) -> Call:
         return Call("execution status", "GET", f"executions/{quote(execution_id, safe='')}", self._params())

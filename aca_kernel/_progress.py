@@ -1,9 +1,8 @@
 """A byte-progress reporter usable as the client's ``progress=`` callback: tqdm on a terminal, plain lines otherwise.
 
 ```python
-bar = progress_bar(size, "upload data.csv")
-client.upload_file("data.csv", progress=bar)
-bar.close()
+with progress_bar(size, "upload data.csv") as bar:
+    client.upload_file("data.csv", progress=bar)
 ```
 """
 
@@ -91,8 +90,8 @@ class ProgressBar:
     def __enter__(self) -> ProgressBar:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(ok=exc_type is None)  # a failed transfer ends without a final "done" line
 
 
 def progress_bar(total: int | None, desc: str, *, file: TextIO | None = None, tty: bool | None = None) -> ProgressBar:

@@ -133,6 +133,15 @@ def _format_value(value: Any) -> str:
         return repr(value)
 
 
+def _new_image_path(extension: str) -> Path:
+    """``result-<time>.png`` in the working directory, never one that exists (two runs in one second)."""
+    stem = time.strftime("result-%Y%m%d-%H%M%S")
+    path, n = Path(f"{stem}.{extension}"), 1
+    while path.exists():
+        path, n = Path(f"{stem}-{n}.{extension}"), n + 1
+    return path
+
+
 def cmd_exec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     code = _read_code(args, parser)
     with _errors(), _client(args) as client:
@@ -140,7 +149,7 @@ def cmd_exec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         image = result.image
         image_path = None
         if image is not None:
-            image_path = Path(args.image_out or time.strftime("result-%Y%m%d-%H%M%S.") + (image.format or "png"))
+            image_path = Path(args.image_out) if args.image_out else _new_image_path(image.format or "png")
             image_path.write_bytes(image.data)
         if args.json:
             print(json.dumps({
@@ -183,25 +192,22 @@ def _files_ls(client: SessionsClient, args: argparse.Namespace) -> None:
         _note("no files in /mnt/data" + (f"/{args.path}" if args.path else ""))
 
 
-def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
+def _transfer_bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:
+    """The progress bar of a file transfer (stderr), or a no-op with --quiet."""
     from aca_kernel._progress import progress_bar
 
+    return contextlib.nullcontext() if args.quiet else progress_bar(total, desc)
+
+
+def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
     source = Path(args.local)
     remote = args.remote or source.name
-    bar = None if args.quiet else progress_bar(source.stat().st_size, f"upload {remote}")
-    ok = False
-    try:
+    with _transfer_bar(args, source.stat().st_size, f"upload {remote}") as bar:
         info = client.upload_file(source, remote, progress=bar)
-        ok = True
-    finally:
-        if bar is not None:
-            bar.close(ok=ok)
     _note(f"uploaded {source} to /mnt/data/{info.path}")
 
 
 def _files_get(client: SessionsClient, args: argparse.Namespace) -> None:
-    from aca_kernel._progress import progress_bar
-
     remote = args.remote
     if args.local == "-":
         sys.stdout.flush()
@@ -211,19 +217,9 @@ def _files_get(client: SessionsClient, args: argparse.Namespace) -> None:
     dest = Path(args.local or Path(remote).name)
     if dest.is_dir():
         dest = dest / Path(remote).name
-    # Download beside the target and rename, so a failure never leaves a half-written file.
-    partial = dest.with_name(f".{dest.name}.part")
-    bar = None if args.quiet else progress_bar(None, f"download {remote}")
-    ok = False
-    try:
-        client.download_file(remote, partial, progress=bar)
-        os.replace(partial, dest)
-        ok = True
-    finally:
-        if bar is not None:
-            bar.close(ok=ok)
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
+    # The client writes beside the target and renames at the end: a failure never leaves a half-written file.
+    with _transfer_bar(args, None, f"download {remote}") as bar:
+        client.download_file(remote, dest, progress=bar)
     _note(f"downloaded /mnt/data/{remote.removeprefix('/mnt/data/')} to {dest}")
 
 

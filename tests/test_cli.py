@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -114,6 +115,17 @@ def test_exec_image_is_saved_as_png(run, tmp_path: Path):
     (saved,) = tmp_path.glob("result-*.png")
     assert saved.name in proc.stderr
     assert saved.read_bytes().startswith(PNG_SIGNATURE)
+    # a new image never overwrites an existing file: occupy every name of the next seconds
+    saved.unlink()
+    start = time.time()
+    blockers = [tmp_path / time.strftime("result-%Y%m%d-%H%M%S.png", time.localtime(start + i)) for i in range(-1, 30)]
+    for blocker in blockers:
+        blocker.write_bytes(b"mine")
+    proc = run("exec", "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert all(b.read_bytes() == b"mine" for b in blockers)
+    new = [p for p in tmp_path.glob("result-*.png") if p.read_bytes().startswith(PNG_SIGNATURE)]
+    assert len(new) == 1 and new[0].name in proc.stderr
 
 
 def test_files_round_trip(run, tmp_path: Path):
@@ -121,7 +133,8 @@ def test_files_round_trip(run, tmp_path: Path):
     (tmp_path / "blob.bin").write_bytes(payload)
     put = run("files", "put", "blob.bin", "sub/blob.bin")
     assert put.returncode == 0, put.stderr
-    assert "upload sub/blob.bin" in put.stderr  # the plain progress line (stderr is not a terminal)
+    # the plain progress line (stderr is not a terminal)
+    assert "upload sub/blob.bin: 293.0 KB / 293.0 KB (100%)" in put.stderr.splitlines()
 
     listing = run("files", "ls", "--json", "-r")
     assert listing.returncode == 0, listing.stderr
@@ -135,7 +148,11 @@ def test_files_round_trip(run, tmp_path: Path):
     get = run("files", "get", "sub/blob.bin", "copy.bin")
     assert get.returncode == 0, get.stderr
     assert (tmp_path / "copy.bin").read_bytes() == payload
-    assert not list(tmp_path.glob(".*.part"))
+    # the plain progress bar's last line: the whole size, from the reply's Content-Length
+    assert "download sub/blob.bin: 293.0 KB / 293.0 KB (100%)" in get.stderr.splitlines()
+    assert not [p.name for p in tmp_path.iterdir() if "part" in p.name]
+    quiet = run("files", "get", "-q", "sub/blob.bin", "quiet.bin")
+    assert quiet.returncode == 0 and "download sub/blob.bin:" not in quiet.stderr
 
     rm = run("files", "rm", "sub/blob.bin")
     assert rm.returncode == 0, rm.stderr

@@ -11,18 +11,17 @@ from typing import IO, Any, BinaryIO
 
 import httpx
 
-from .._base import Call, SessionsClientBase, error_boundary, retry_after
-from .._client import Progress, _Sink, _TooLarge, multipart_parts, upload_source
+from .._base import Call, SessionsClientBase, error_boundary
+from .._client import Progress, _Sink, _TooLarge, file_in_listing, plan_upload
 from .._config import CHUNK_SIZE
-from .._exceptions import ExecutionTimeout, InvalidArgumentError, ResourceNotFoundError
+from .._exceptions import ResourceNotFoundError
 from .._models import ExecutionResult, RemoteFile, SessionInfo
-from .._validation import MAX_UPLOAD_BYTES, split_remote_name, upload_too_large, validate_upload_size
+from .._validation import MAX_UPLOAD_BYTES, split_remote_name
 
 __all__ = ["SessionsClient"]
 
 logger = logging.getLogger("aca_kernel.client")
 
-_POLL_FIRST, _POLL_MAX = 0.25, 2.0
 
 
 async def _multipart_body(file: IO[bytes], head: bytes, tail: bytes, total: int | None,
@@ -54,14 +53,14 @@ class SessionsClient(SessionsClientBase):
         api_version: str | None = None,
         session_id: str | None = None,
         token_scope: str | None = None,
-        token_refresh_margin: float = 300.0,
+        token_refresh_minutes: float = 5.0,
         timeout: float = 30.0,
         max_retries: int = 4,
         retry_total_timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(endpoint, credential, api_version=api_version, session_id=session_id,
-                         token_scope=token_scope, token_refresh_margin=token_refresh_margin, timeout=timeout,
+                         token_scope=token_scope, token_refresh_minutes=token_refresh_minutes, timeout=timeout,
                          max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=True)
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
         self._http = httpx.AsyncClient(auth=self._auth, transport=transport, timeout=timeout)
@@ -109,16 +108,11 @@ class SessionsClient(SessionsClientBase):
         deadline = time.monotonic() + (call.read_timeout or 0)
         response = await self._request(call)
         outcome = self._parse_execution(call, response)
-        interval = _POLL_FIRST
+        attempt = 0
         while isinstance(outcome, str):  # 202 / Running: poll until the service reports an end state
-            poll = self._poll_call(outcome)
-            delay = min(retry_after(response, time.time()) or interval, _POLL_MAX)
-            if time.monotonic() + delay > deadline:
-                raise ExecutionTimeout(
-                    f"Execution {outcome} in session {self._session_id} was still running after "
-                    f"{call.read_timeout:.0f} s; it was not re-sent and may still finish.", may_have_executed=True)
+            poll, delay = self._next_poll(call, outcome, response, attempt, deadline)
             await self._sleep(delay)
-            interval = min(interval * 2, _POLL_MAX)
+            attempt += 1
             response = await self._request(poll)
             outcome = self._parse_execution(poll, response)
         return outcome
@@ -126,33 +120,19 @@ class SessionsClient(SessionsClientBase):
     async def upload_file(self, source: str | os.PathLike[str] | bytes | BinaryIO, remote_name: str | None = None,
                           *, path: str | None = None, progress: Progress | None = None) -> RemoteFile:
         """Upload a local path, bytes or binary file object to /mnt/data (streamed, at most 128 MB)."""
-        src = upload_source(source)
-        name = remote_name if remote_name is not None else src.default_name
-        if name is None:
-            raise InvalidArgumentError("remote_name is required when uploading bytes or an unnamed file object.")
-        directory, name = split_remote_name(name, path)
-        validate_upload_size(src.size, f"The upload {name!r}")
-        call, filename = self._upload_call(directory, name)
-        boundary, head, tail = multipart_parts(filename)
-        opened: list[BinaryIO] = []
+        plan = plan_upload(self, source, remote_name, path)
 
         def body() -> tuple[Any, dict[str, str]]:
-            file = src.open()
-            opened.append(file)
-            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-            if src.size is not None:
-                headers["Content-Length"] = str(len(head) + src.size + len(tail))
-            return _multipart_body(file, head, tail, src.size, progress), headers
+            file, headers = plan.open()
+            return _multipart_body(file, plan.head, plan.tail, plan.src.size, progress), headers
 
         try:
-            response = await self._send(call, body=body)
+            response = await self._send(plan.call, body=body)
         except _TooLarge as exc:
-            raise upload_too_large(None, f"The upload {name!r}") from exc
+            raise plan.too_large() from exc
         finally:
-            if src.owned:
-                for file in opened:
-                    file.close()
-        return self._parse_upload(call, response, directory)
+            plan.close()
+        return self._parse_upload(plan.call, response, plan.directory)
 
     async def download_file(self, remote_name: str, destination: str | os.PathLike[str] | BinaryIO | None = None,
                             *, path: str | None = None, progress: Progress | None = None) -> bytes | int:
@@ -206,11 +186,7 @@ class SessionsClient(SessionsClientBase):
         if self._settings.is_v2:
             call = self._properties_call(directory, name)
             return self._parse_upload(call, await self._request(call), directory)
-        for file in await self.list_files(path=directory):
-            if file.name == name:
-                return file
-        raise ResourceNotFoundError(f"File {f'{directory}/{name}' if directory else name!r} not found in session "
-                                    f"{self._session_id}.", status_code=404)
+        return file_in_listing(await self.list_files(path=directory), directory, name, self._session_id)
 
     async def delete_file(self, remote_name: str, *, path: str | None = None) -> None:
         """Delete a file; on 2024-02-02-preview (no delete endpoint) by running a fixed snippet in the session."""

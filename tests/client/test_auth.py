@@ -91,21 +91,43 @@ def test_token_credential_is_cached_and_uses_the_scope(monkeypatch):
     assert {r.headers["authorization"] for r in seen} == {f"Bearer {SECRET}-1"}
 
 
-def test_token_refreshed_margin_seconds_before_expiry():
+@pytest.mark.parametrize("kwargs, minutes", [({}, 5), ({"token_refresh_minutes": 10}, 10)])
+def test_token_refreshed_a_number_of_minutes_before_expiry(kwargs, minutes):
     clock = [1_000_000.0]
     cred = CountingCredential(lifetime=3600, clock=lambda: clock[0])
     seen: list[httpx.Request] = []
-    with aca_kernel.SessionsClient("https://x.example/", cred, token_refresh_margin=300,
-                                   transport=httpx.MockTransport(listing_handler(seen))) as client:
+    with aca_kernel.SessionsClient("https://x.example/", cred, transport=httpx.MockTransport(listing_handler(seen)),
+                                   **kwargs) as client:
         client._auth._cache.clock = lambda: clock[0]
         client.list_files()
-        clock[0] += 3600 - 301  # still more than the margin left
+        clock[0] += 3600 - minutes * 60 - 1  # still more than the margin left
         client.list_files()
         assert cred.calls == 1
         clock[0] += 2  # now inside the margin
         client.list_files()
     assert cred.calls == 2
     assert seen[-1].headers["authorization"] == f"Bearer {SECRET}-2"
+
+
+async def test_async_token_refreshed_five_minutes_before_expiry_by_default():
+    clock = [1_000_000.0]
+    cred = CountingCredential(lifetime=3600, clock=lambda: clock[0])
+    seen: list[httpx.Request] = []
+    async with aca_kernel.aio.SessionsClient("https://x.example/", cred,
+                                             transport=httpx.MockTransport(listing_handler(seen))) as client:
+        client._auth._cache.clock = lambda: clock[0]
+        await client.list_files()
+        clock[0] += 3600 - 5 * 60 - 1
+        await client.list_files()
+        assert cred.calls == 1
+        clock[0] += 2
+        await client.list_files()
+    assert cred.calls == 2
+
+
+def test_negative_refresh_minutes_are_refused():
+    with pytest.raises(aca_kernel.InvalidArgumentError, match="token_refresh_minutes"):
+        aca_kernel.SessionsClient("https://x.example/", CountingCredential(), token_refresh_minutes=-1)
 
 
 def test_concurrent_sync_requests_fetch_one_token():

@@ -7,6 +7,7 @@ Every test runs for both clients (``kind``) and both API generations; 2024-10-02
 from __future__ import annotations
 
 import io
+import logging
 import os
 import uuid
 
@@ -37,6 +38,13 @@ def test_execute_value_print_and_state(client_for, api_version):
     assert client.execute("x + 2").result == 42
     if api_version != V1:
         assert first.execution_id
+
+
+@pytest.mark.parametrize("api_version", VERSIONS)
+def test_sub_second_timeout_is_sent_as_a_whole_second(client_for, api_version):
+    # the service's timeoutInSeconds is a positive whole number: 0.5 must not go out as 0 (a 400)
+    result = client_for(api_version).execute("6 * 7", timeout=0.5)
+    assert result.succeeded and result.result == 42
 
 
 @pytest.mark.parametrize("api_version", VERSIONS)
@@ -204,6 +212,23 @@ def test_wrong_token_is_401_with_sign_in_advice(pool, make_client):
         client.list_files()
     assert info.value.status_code == 401
     assert "az login" in str(info.value) and "not-the-token" not in str(info.value)
+
+
+def test_no_log_line_of_any_library_carries_the_token(pool, make_client, caplog):
+    """Real HTTP (httpx and httpcore at DEBUG, which MockTransport would bypass), a reply and an error."""
+    token = pool.token
+    if not token:
+        pytest.skip("needs a static token (ACA_TOKEN) to look for")
+    caplog.set_level(logging.DEBUG)
+    client = make_client(pool.endpoint, token, api_version=V2)
+    client.upload_file(b"x", "log.txt")
+    client.list_files()
+    with pytest.raises(aca_kernel.ResourceNotFoundError):
+        client.download_file("missing.txt")
+    client.delete_session()
+    assert any(r.name.startswith("httpcore") for r in caplog.records)
+    assert any(r.name == "aca_kernel.client" for r in caplog.records)
+    assert token not in caplog.text
 
 
 def test_named_pool_endpoint(pool, make_client):

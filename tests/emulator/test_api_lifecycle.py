@@ -70,6 +70,55 @@ def test_idle_session_is_destroyed_after_cooldown(make_pool):
         assert v2_execute(http, ident, "state")["status"] == "Failed"
 
 
+def test_every_call_resets_the_idle_clock(make_pool):
+    p = make_pool("--ready", "0")
+    with connect(p) as http:
+        ident = new_id()
+
+        def expire_at() -> str:
+            r = http.get("session", params=q(ident, V2502))
+            assert r.status_code == 200, r.text
+            return r.json()["expireAt"]
+
+        http.post("files", params=q(ident, V2510), files={"file": ("f.txt", b"f")})
+        calls = {
+            "list": lambda: http.get("files", params=q(ident, V2510)),
+            "v1 list": lambda: http.get("files", params=q(ident, V1)),
+            "download": lambda: http.get("files/f.txt/content", params=q(ident, V2510)),
+            "metadata": lambda: http.get("files/f.txt", params=q(ident, V2510)),
+            "execute": lambda: http.post("executions", params=q(ident, V2510), json={
+                "codeInputType": "Inline", "executionType": "Synchronous", "code": "1"}),
+            "upload": lambda: http.post("files", params=q(ident, V2510), files={"file": ("g.txt", b"g")}),
+        }
+        for name, call in calls.items():
+            before = expire_at()
+            assert call().status_code in (200, 202), name
+            # the timestamps have microseconds: an untouched session would report the same expiry
+            assert expire_at() > before, f"{name} did not reset the cooldown"
+
+
+def test_ready_kernels_are_started_ahead_and_claimed_by_a_new_identifier(make_pool):
+    p = make_pool("--ready", "1")
+    # the pre-started kernel: its log line, with its (still unclaimed) data directory already on disk
+    assert wait_until(lambda: any("session kernel ready" in line for line in p.output), timeout=60)
+    warm_dirs = {d.name for d in (p.data_dir / "sessions").iterdir()}
+    assert len(warm_dirs) == 1
+    with connect(p) as http:
+        ident = new_id()
+        # process start times in clock ticks since boot (the same clock inside the sandbox's PID namespace)
+        start_field = "int(open('/proc/self/stat').read().rsplit(')', 1)[1].split()[19])"
+        now = int(subprocess.run([sys.executable, "-c", f"print({start_field})"], capture_output=True,
+                                 text=True, check=True).stdout)
+        code = f"open('/mnt/data/marker', 'w').close()\n{start_field}"
+        result = v2_execute(http, ident, code)
+        assert result["status"] == "Succeeded", result
+        assert result["result"]["executionResult"] < now  # its kernel started before this identifier was used
+        (marker,) = (p.data_dir / "sessions").glob("*/marker")
+        assert marker.parent.name in warm_dirs
+        # the pool starts another one to stay ready
+        assert wait_until(lambda: sum("session kernel ready" in line for line in p.output) >= 2, timeout=60)
+
+
 def test_pool_at_max_sessions_answers_404(make_pool):
     p = make_pool("--max-sessions", "2", "--ready", "0")
     with connect(p) as http:

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _pool_http import LIVE
 
 from aca_kernel.emulator.runtime import (
     ABORTED_MESSAGE,
@@ -24,6 +25,9 @@ from aca_kernel.emulator.runtime import (
     check_sandbox,
 )
 from aca_kernel.emulator.sandbox import MemoryCgroup
+
+# The emulator's own kernels, not the service: nothing here runs against a live pool (ACA_TEST_LIVE=1).
+pytestmark = [pytest.mark.emulator_only, pytest.mark.skipif(LIVE, reason="tests the emulator's session kernel")]
 
 HAVE_BWRAP = subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True).returncode == 0
 SANDBOX = [pytest.param(True, id="sandbox", marks=pytest.mark.skipif(not HAVE_BWRAP, reason="needs bwrap")),

@@ -14,11 +14,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from _pool_http import LIVE
 
 from aca_kernel.emulator.runtime import SandboxConfig, SessionKernel, check_sandbox
 from aca_kernel.emulator.sandbox import bwrap_argv, python_bind_paths
 
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (bwrap)")
+pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (bwrap)"),
+              pytest.mark.emulator_only, pytest.mark.skipif(LIVE, reason="tests the emulator's sandbox")]
 
 
 @pytest.fixture
