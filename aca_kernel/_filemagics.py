@@ -153,15 +153,9 @@ class FileMagics(Magics):
         try:
             result = fn(bar)
         except Exception as exc:
-            if hasattr(bar, "fail"):
-                bar.fail(error_message(exc))
-            else:
-                bar.close()
+            bar.fail(error_message(exc))
             _service_failure(exc)
-        if hasattr(bar, "succeed"):
-            bar.succeed("done")
-        else:
-            bar.close()
+        bar.succeed("done")
         return result
 
     @staticmethod

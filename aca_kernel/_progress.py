@@ -15,12 +15,18 @@ from typing import TextIO
 __all__ = ["ProgressBar", "format_bytes", "progress_bar"]
 
 
-def format_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"  # pragma: no cover - loop always returns
+def format_bytes(n: float | None) -> str:
+    """``1536 -> '1.5 KB'``; ``None`` (folders, unknown sizes) -> ``''``. Shared by the CLI, magics and widget."""
+    if n is None:
+        return ""
+    value = float(n)
+    unit = "B"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        # Compare what will be shown: 1048575 B is "1.0 MB", not "1024.0 KB".
+        if (abs(value) < 1024 if unit == "B" else round(abs(value), 1) < 1024) or unit == "TB":
+            break
+        value /= 1024
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 class ProgressBar:
@@ -86,6 +92,12 @@ class ProgressBar:
             self._tqdm.close()
         elif ok:
             self._line()
+
+    def succeed(self, message: str = "") -> None:
+        self.close(ok=True)
+
+    def fail(self, message: str = "") -> None:
+        self.close(ok=False)
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from .._progress import format_bytes as human_size
+
 if TYPE_CHECKING:
     from .._models import RemoteFile
 
@@ -51,20 +53,6 @@ _TEXT_EXTS = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".md", ".py"
 _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp",
                   "image/bmp": "bmp", "image/svg+xml": "svg+xml"}
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
-
-
-def human_size(n: int | None) -> str:
-    """``1536 -> '1.5 KB'``; ``None`` (folders, unknown) -> ``''``."""
-    if n is None:
-        return ""
-    value = float(n)
-    unit = "B"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        # Compare what will be shown: 1048575 B is "1.0 MB", not "1024.0 KB".
-        if (abs(value) < 1024 if unit == "B" else round(abs(value), 1) < 1024) or unit == "TB":
-            break
-        value /= 1024
-    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
 
 
 def format_time(when: datetime | None) -> str:
