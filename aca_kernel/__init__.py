@@ -7,7 +7,8 @@ ipywidgets, jupyter_client or starlette.
 
 from __future__ import annotations
 
-from ._client import SessionsClient
+from typing import TYPE_CHECKING, Any
+
 from ._config import API_VERSIONS, DEFAULT_API_VERSION, DEFAULT_TOKEN_SCOPE
 from ._exceptions import (
     ACASessionsError,
@@ -27,6 +28,9 @@ from ._exceptions import (
 )
 from ._models import ExecutionResult, ImageResult, RemoteFile, SessionInfo
 from ._validation import MAX_UPLOAD_BYTES
+
+if TYPE_CHECKING:
+    from ._client import SessionsClient
 
 __version__ = "0.1.0"
 
@@ -59,7 +63,19 @@ __all__ = [
 
 # Show the public names as aca_kernel.X in reprs and tracebacks (httpx does the same).
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type):
         _obj.__module__ = "aca_kernel"
 del _name, _obj
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in httpx (~60 ms); the kernel imports this package at start-up but needs the client only
+    # at its first remote cell, so it is loaded on first use (PEP 562).
+    if name == "SessionsClient":
+        from ._client import SessionsClient
+
+        SessionsClient.__module__ = "aca_kernel"
+        globals()[name] = SessionsClient
+        return SessionsClient
+    raise AttributeError(f"module 'aca_kernel' has no attribute {name!r}")

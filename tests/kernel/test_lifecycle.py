@@ -249,9 +249,11 @@ def test_the_token_reaches_no_output_log_or_repr(kernel, pool, tmp_path):
 
 def test_start_up_stays_light_until_the_first_remote_cell(kernel):
     # Kernel start, silent probes, local magics and completion import none of the heavy dependencies.
-    # (httpx is left out: ``import aca_kernel`` imports the client, see aca_kernel/__init__.py.)
     _km, kc = kernel()
     run(kc, "import sys", silent=True)
+    # Before any session exists not even the HTTP client is loaded (aca_kernel loads it on first use).
+    _, out = run(kc, "%%local\nimport sys\nprint('httpx' in sys.modules, 'aca_kernel._client' in sys.modules)")
+    assert text(out) == "False False\n"
     run(kc, "%aca_session")
     run(kc, "%aca_config")
     kc.complete("pri", 3)
