@@ -29,6 +29,7 @@ logger = logging.getLogger("aca_kernel.context")
 LOCAL_POOL_NOTE = (
     "running on the local session pool — set ACA_POOL_MANAGEMENT_ENDPOINT to use Azure"
 )
+UNSANDBOXED_NOTE = " (its sessions are NOT sandboxed: install bubblewrap to isolate them)"
 # The service's execution limit; interrupt messages quote it.
 EXECUTION_LIMIT_S = 220
 
@@ -180,6 +181,12 @@ class ACAContext:
     @property
     def uses_local_pool(self) -> bool:
         return not self.settings.endpoint
+
+    @property
+    def local_pool_note(self) -> str:
+        """The one-time note for the local pool, with a warning when its sessions run unsandboxed."""
+        unsandboxed = self.local_pool is not None and not getattr(self.local_pool, "sandboxed", True)
+        return LOCAL_POOL_NOTE + (UNSANDBOXED_NOTE if unsandboxed else "")
 
     def _endpoint_and_credential(self) -> tuple[str, str | None]:
         if self.settings.endpoint:

@@ -49,6 +49,7 @@ class LocalPool:
     started: bool  # True when this call started it, False when an existing pool was reused
     session_id: str | None = None  # the pool's default session, shared by `aca-sessions exec` and `files`
     log_file: str | None = None
+    sandboxed: bool = True  # False when bubblewrap was missing and the pool runs sessions with --no-sandbox
 
 
 def state_dir() -> Path:
@@ -168,7 +169,8 @@ def _alive(state: dict) -> bool:
 
 def _pool_from_state(state: dict, *, started: bool, directory: Path) -> LocalPool:
     return LocalPool(endpoint=state["endpoint"], token=state["token"], pid=int(state["pid"]), started=started,
-                     session_id=state.get("session_id"), log_file=str(directory / LOG_FILE))
+                     session_id=state.get("session_id"), log_file=str(directory / LOG_FILE),
+                     sandboxed=state.get("sandboxed", True))
 
 
 def _emulator_argv(data_dir: Path) -> list[str]:
@@ -196,7 +198,8 @@ def _start(directory: Path, timeout: float) -> dict:
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # Files, not pipes: the pool outlives us and must never write into a closed pipe.
-        proc = subprocess.Popen(_emulator_argv(data_dir), stdin=subprocess.DEVNULL, stdout=out_fd, stderr=log_fd,
+        argv = _emulator_argv(data_dir)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=log_fd,
                                 env=env, cwd=directory, start_new_session=True)
     finally:
         os.close(log_fd)
@@ -219,7 +222,7 @@ def _start(directory: Path, timeout: float) -> dict:
     # Keep the Popen from warning when it is garbage-collected while the detached pool runs on.
     proc.returncode = 0
     state = {"pid": proc.pid, "endpoint": endpoint, "token": token, "session_id": str(uuid.uuid4()),
-             "started_at": time.time(), "log_file": str(log_path)}
+             "started_at": time.time(), "log_file": str(log_path), "sandboxed": "--no-sandbox" not in argv}
     _write_state(directory, state)
     logger.info("started the local session pool at %s (pid %d)", endpoint, proc.pid)
     return state

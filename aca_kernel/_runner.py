@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _introspect, _rich
 from ._config import V2_API_VERSIONS
-from ._context import EXECUTION_LIMIT_S, LOCAL_POOL_NOTE, ACAContext, SessionState
+from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
 from .kernel.display import colorize_traceback, parse_stderr_error
 
 if TYPE_CHECKING:
@@ -132,7 +132,7 @@ class RemoteRunner:
         outcome = RunOutcome()
         if self.context.local_note_pending:
             self.context.local_note_pending = False
-            outcome.notices.append(LOCAL_POOL_NOTE)
+            outcome.notices.append(self.context.local_pool_note)
         use_rich = settings.rich if rich is None else rich
         use_rich = use_rich and not state.plain_only
         timeout = timeout if timeout is not None else settings.timeout

@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._context import LOCAL_POOL_NOTE, ACAContext, get_context
+from ._context import ACAContext, get_context
 from ._runner import ExecutionInterrupted, RemoteRunner
 from .kernel.display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
 
@@ -157,7 +157,7 @@ class ACAMagics(Magics):
         ctx = self.context
         lines = [ctx.describe(name)]
         if ctx.uses_local_pool:
-            lines.append(LOCAL_POOL_NOTE)
+            lines.append(ctx.local_pool_note)
         state = ctx.existing(name)
         if state is not None and state.first_call is not None:
             lines.append(self._lifetime(state))

@@ -164,3 +164,27 @@ def test_pool_cli_status_start_stop(pool_dir: Path):
     assert stopped.returncode == 0
     assert "stopped" in stopped.stdout
     assert run("status").returncode == 1
+
+
+def test_an_unsandboxed_pool_is_recorded_and_the_kernel_note_warns(pool_dir: Path, monkeypatch: pytest.MonkeyPatch):
+    # Without bubblewrap the pool falls back to --no-sandbox; the user must hear that their sessions are exposed.
+    from aca_kernel._context import ACAContext
+
+    monkeypatch.setenv("ACA_LOCAL_POOL_ARGS", "--no-sandbox")
+    pool = ensure_local_pool()
+    assert pool.sandboxed is False
+    assert ensure_local_pool().sandboxed is False  # reuse reads it back from the state file
+    ctx = ACAContext()
+    ctx.local_pool = pool
+    assert "NOT sandboxed" in ctx.local_pool_note and "bubblewrap" in ctx.local_pool_note
+
+
+def test_a_sandboxed_pool_note_has_no_warning(pool_dir: Path):
+    from aca_kernel._context import ACAContext
+
+    if not _localpool.shutil.which("bwrap"):
+        pytest.skip("bubblewrap is not installed")
+    ctx = ACAContext()
+    ctx.local_pool = ensure_local_pool()
+    assert ctx.local_pool.sandboxed is True
+    assert ctx.local_pool_note == "running on the local session pool — set ACA_POOL_MANAGEMENT_ENDPOINT to use Azure"
