@@ -58,6 +58,7 @@ class Execution:
     stderr: str = ""
     result: Any = None
     execution_time_ms: int | None = None
+    output_limit: int | None = None  # stdout and stderr are cut to this many characters; None: never cut
 
     @property
     def finished(self) -> bool:
@@ -140,11 +141,12 @@ class SessionPool:
             await self._backend.destroy(session)
 
     async def execute(self, session: Session, code: str, *, timeout: float | None, asynchronous: bool,
-                      operation_id: str | None) -> Execution:
+                      operation_id: str | None, output_limit: int | None = None) -> Execution:
         """Run ``code``; synchronous calls return the finished execution, asynchronous ones return it running.
 
         Executions in one session run one at a time. The pool's --timeout is the limit; a lower
-        ``timeoutInSeconds`` from the request is honoured.
+        ``timeoutInSeconds`` from the request is honoured. With ``output_limit``, the recorded stdout and
+        stderr keep only their first ``output_limit`` characters (the value is never cut).
         """
         limit = self._backend.settings.timeout
         if timeout is not None:
@@ -153,6 +155,7 @@ class SessionPool:
             id=operation_id or str(uuid.uuid4()),
             identifier=session.identifier,
             execution_type="Asynchronous" if asynchronous else "Synchronous",
+            output_limit=output_limit,
         )
         session.remember(execution)
         session.busy += 1
@@ -211,6 +214,9 @@ class SessionPool:
     @staticmethod
     def _finish(execution: Execution, status: str, *, stdout: str = "", stderr: str = "",
                 result: Any = None, ms: int | None = 0) -> None:
+        limit = execution.output_limit
+        if limit is not None:
+            stdout, stderr = stdout[:limit], stderr[:limit]
         execution.stdout, execution.stderr, execution.result = stdout, stderr, result
         execution.execution_time_ms = ms
         execution.status = status

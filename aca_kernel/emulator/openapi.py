@@ -41,7 +41,10 @@ def _schemas() -> dict[str, Any]:
         "ExecutionRequest": {"type": "object", "required": ["code"], "properties": {
             "codeInputType": {"type": "string", "enum": ["Inline"]},
             "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous"]},
-            "code": string, "timeoutInSeconds": integer}},
+            "code": string, "timeoutInSeconds": integer,
+            "outputStreamsMaxLength": {"type": "integer", "minimum": 1, "default": 4096,
+                                       "description": "result.stdout and result.stderr are cut to this many "
+                                                      "characters"}}},
         "Execution": {"type": "object", "required": ["id", "identifier", "executionType", "status"], "properties": {
             "id": string, "identifier": string,
             "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous"]},

@@ -29,6 +29,9 @@ V2_2410, V2_2502, V2_2510 = "2024-10-02-preview", "2025-02-02-preview", "2025-10
 API_VERSIONS = (V1, V2_2410, V2_2502, V2_2510)
 ALL_V2 = (V2_2410, V2_2502, V2_2510)
 FROM_2502 = (V2_2502, V2_2510)
+# v2 cuts result.stdout and result.stderr to the request's outputStreamsMaxLength, 4096 characters by default
+# (reference §5.1 [INFERRED]); whether v1 cuts is unknown, so v1 never does (docs/emulator.md).
+OUTPUT_STREAMS_DEFAULT = 4096
 # Union of the documented identifier rules (DOC list, SPEC 2024-10 and SPEC 2025-10): the most tolerant reading.
 IDENTIFIER_RE = re.compile(r"""^[A-Za-z0-9_|}{\[\]:";'<>?/.,@#$%^&*()\-+=!~`]{1,256}$""")
 
@@ -208,6 +211,19 @@ def _parse_execution(fields: dict[str, Any], version: str) -> tuple[str, float |
     return code, timeout, execution_type == "asynchronous"
 
 
+def _output_limit(fields: dict[str, Any]) -> int:
+    """``outputStreamsMaxLength``: a positive JSON integer; absent or null means the default, 4096."""
+    raw = fields.get("outputstreamsmaxlength")
+    if raw is None:
+        return OUTPUT_STREAMS_DEFAULT
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+        raise errors.SessionRequestValidationFailed(
+            f"outputStreamsMaxLength must be a positive whole number of characters, not {raw!r}.",
+            target="outputStreamsMaxLength",
+        )
+    return raw
+
+
 def _file_path(call: Call, name: str | None = None) -> str:
     if call.version == V1:
         if call.arg("path") is not None:
@@ -243,7 +259,9 @@ async def execute_v1(call: Call) -> Response:
         raise errors.SessionRequestValidationFailed("'properties' must be a JSON object.", target="properties")
     code, timeout, _ = _parse_execution(_fields(props), call.version)
     session = call.session()
-    ex = await call.pool.execute(session, code, timeout=timeout, asynchronous=False, operation_id=None)
+    # v1 streams are never cut: whether the service cuts them is unknown (tolerant choice, docs/emulator.md).
+    ex = await call.pool.execute(session, code, timeout=timeout, asynchronous=False, operation_id=None,
+                                 output_limit=None)
     props_out = {
         "$id": "2",
         "status": "Success" if ex.status == "Succeeded" else "Failure",
@@ -288,6 +306,7 @@ async def execute_v2(call: Call) -> Response:
             raise errors.SessionRequestValidationFailed("'properties' must be a JSON object.", target="properties")
         fields = _fields(fields["properties"])
     code, timeout, asynchronous = _parse_execution(fields, call.version)
+    output_limit = _output_limit(fields)
     session = call.session()
     operation_id = call.request.headers.get("operation-id") or None
     if operation_id is not None and operation_id in session.executions:
@@ -296,7 +315,7 @@ async def execute_v2(call: Call) -> Response:
             target="operation-id",
         )
     ex = await call.pool.execute(session, code, timeout=timeout, asynchronous=asynchronous,
-                                 operation_id=operation_id)
+                                 operation_id=operation_id, output_limit=output_limit)
     location = (f"{call.base_url}/executions/{quote(ex.id, safe='')}?api-version={call.version}"
                 f"&identifier={quote(session.identifier, safe='')}")
     headers = {"operation-id": ex.id, "Operation-Location": location}

@@ -5,7 +5,20 @@ from __future__ import annotations
 from urllib.parse import quote
 
 import pytest
-from _pool_http import V2, V2410, V2502, V2510, connect, emulator_only, error_code, new_id, q, v2_execute
+from _pool_http import (
+    V1,
+    V2,
+    V2410,
+    V2502,
+    V2510,
+    connect,
+    emulator_only,
+    error_code,
+    new_id,
+    q,
+    v1_execute,
+    v2_execute,
+)
 from conftest import wait_until
 
 
@@ -266,3 +279,71 @@ def test_executions_in_one_session_run_one_at_a_time(http):
     assert second["status"] == "Succeeded", second["result"]["stderr"]
     assert second["result"]["executionResult"] == "first"
     assert http.get(f"executions/{first['id']}", params=q(ident, V2510)).json()["status"] == "Succeeded"
+
+
+# -- outputStreamsMaxLength (reference §5.1: 4096 by default in v2 [INFERRED]; v1 [UNKNOWN]) -----------------
+
+LONG_STREAMS = "import sys\nprint('o' * 5000)\nprint('e' * 5000, file=sys.stderr)\n'v' * 5000"
+
+
+@pytest.mark.parametrize("version", V2)
+def test_streams_cut_at_4096_characters_by_default(http, version):
+    ident = new_id()
+    body = v2_execute(http, ident, LONG_STREAMS, version)
+    assert body["status"] == "Succeeded"
+    result = body["result"]
+    assert result["stdout"] == "o" * 4096
+    assert result["stderr"] == "e" * 4096
+    assert result["executionResult"] == "v" * 5000  # the value is not a stream: never cut
+    # the recorded execution is the cut one too
+    polled = http.get(f"executions/{body['id']}", params=q(ident, version)).json()["result"]
+    assert (polled["stdout"], polled["stderr"]) == ("o" * 4096, "e" * 4096)
+
+
+@pytest.mark.parametrize("version", V2)
+def test_explicit_output_streams_max_length_is_honoured(http, version):
+    ident = new_id()
+    body = v2_execute(http, ident, LONG_STREAMS, version, outputStreamsMaxLength=10_000)
+    assert body["result"]["stdout"] == "o" * 5000 + "\n"
+    assert body["result"]["stderr"] == "e" * 5000 + "\n"
+    body = v2_execute(http, ident, LONG_STREAMS, version, outputStreamsMaxLength=10)
+    assert (body["result"]["stdout"], body["result"]["stderr"]) == ("o" * 10, "e" * 10)
+
+
+@emulator_only
+def test_asynchronous_execution_is_cut_as_requested(http):
+    ident = new_id()
+    r = http.post("executions", params=q(ident, V2510), json={
+        "codeInputType": "Inline", "executionType": "Asynchronous", "code": "print('a' * 100)",
+        "outputStreamsMaxLength": 7})
+
+    def finished():
+        got = http.get(f"executions/{r.json()['id']}", params=q(ident, V2510)).json()
+        return got if got["status"] != "Running" else None
+
+    assert wait_until(finished, timeout=60)["result"]["stdout"] == "a" * 7
+
+
+@emulator_only
+def test_v1_streams_are_not_cut(http):
+    # Whether 2024-02-02-preview cuts is unknown: the emulator takes the tolerant reading, even when asked.
+    props = v1_execute(http, new_id(), LONG_STREAMS)
+    assert props["stdout"] == "o" * 5000 + "\n"
+    assert props["stderr"] == "e" * 5000 + "\n"
+    r = http.post("code/execute", params=q(new_id(), V1), json={"properties": {
+        "codeInputType": "inline", "executionType": "synchronous", "code": "print('o' * 5000)",
+        "outputStreamsMaxLength": 10}})
+    assert r.json()["properties"]["stdout"] == "o" * 5000 + "\n"
+
+
+@emulator_only
+@pytest.mark.parametrize("version", V2)
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "4096", True, [4096]])
+def test_bad_output_streams_max_length_is_400(http, version, bad):
+    r = http.post("executions", params=q(new_id(), version), json={
+        "codeInputType": "Inline", "executionType": "Synchronous", "code": "print('never run')",
+        "outputStreamsMaxLength": bad})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "SessionRequestValidationFailed"
+    assert r.json()["error"]["target"] == "outputStreamsMaxLength"
+    assert r.headers["x-ms-error-code"] == "SessionRequestValidationFailed"

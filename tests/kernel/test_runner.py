@@ -1,14 +1,17 @@
 """The rich-mode wrapper and reply parsing on their own, plus faults the emulator cannot produce.
 
-Fault injection (a garbled envelope, a service that cuts stdout at 4096 characters) uses httpx.MockTransport,
-the client's test seam; everything else runs real code.
+Fault injection (a garbled envelope, image formats the emulator never returns) uses httpx.MockTransport, the
+client's test seam; everything else, including the service's 4096-character cut of v2 streams, runs against the
+real local pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -94,10 +97,38 @@ def test_garbled_envelope_falls_back_to_the_plain_reply():
     assert outcome.outputs[0] == {"output_type": "stream", "name": "stdout", "text": "printed\n"}
 
 
-def test_service_cut_stdout_is_announced():
-    ctx = _context(lambda request: _v2_reply("y" * 4096, ""))
-    outcome = RemoteRunner(ctx).run("print('y' * 10000)", rich=False)
-    assert any("cut stdout at 4096 characters" in n and "rich mode" in n for n in outcome.notices)
+@contextlib.contextmanager
+def _pool_context(pool, monkeypatch, api_version: str) -> Iterator[ACAContext]:
+    """A context on the shared local pool (real HTTP, real kernel); its sessions are deleted at the end."""
+    monkeypatch.setenv("ACA_TOKEN", pool.token or "")
+    ctx = ACAContext(None, ACASettings(endpoint=pool.endpoint, api_version=api_version))
+    try:
+        yield ctx
+    finally:
+        ctx.close(delete_sessions=True)
+
+
+LONG_STREAMS = "import sys\nprint('y' * 10000)\nprint('z' * 6000, file=sys.stderr)"
+
+
+@pytest.mark.parametrize("api_version", ["2024-10-02-preview", "2025-10-02-preview"])
+def test_service_cut_streams_are_announced_in_plain_mode(pool, monkeypatch, api_version):
+    with _pool_context(pool, monkeypatch, api_version) as ctx:
+        outcome = RemoteRunner(ctx).run(LONG_STREAMS, rich=False)
+    assert outcome.ok
+    assert (outcome.execution.stdout, outcome.execution.stderr) == ("y" * 4096, "z" * 4096)  # the pool cut them
+    assert outcome.outputs == [{"output_type": "stream", "name": "stdout", "text": "y" * 4096},
+                               {"output_type": "stream", "name": "stderr", "text": "z" * 4096}]
+    for name in ("stdout", "stderr"):
+        assert any(f"cut {name} at 4096 characters" in n and "rich mode" in n for n in outcome.notices), name
+
+
+def test_v1_streams_come_back_whole_without_a_notice(pool, monkeypatch):
+    with _pool_context(pool, monkeypatch, "2024-02-02-preview") as ctx:
+        outcome = RemoteRunner(ctx).run(LONG_STREAMS, rich=False)
+    assert outcome.ok and outcome.notices == []
+    assert outcome.outputs == [{"output_type": "stream", "name": "stdout", "text": "y" * 10000 + "\n"},
+                               {"output_type": "stream", "name": "stderr", "text": "z" * 6000 + "\n"}]
 
 
 def test_json_values_go_inline_and_others_by_file():
@@ -137,13 +168,13 @@ def test_plain_image_results_become_display_data(fmt, mime, payload):
 
 
 def test_rich_mode_returns_long_output_whole_through_the_value(pool, monkeypatch):
-    # v2 API versions may cut the service's stdout at 4096 characters: rich mode must not depend on it.
-    monkeypatch.setenv("ACA_TOKEN", pool.token or "")
-    ctx = ACAContext(None, ACASettings(endpoint=pool.endpoint, api_version="2025-10-02-preview"))
-    try:
-        outcome = RemoteRunner(ctx).run("import sys\nprint('x' * 10000)\nprint('e' * 6000, file=sys.stderr)")
-    finally:
-        ctx.close(delete_sessions=True)
+    # v2 API versions cut the service's stdout and stderr at 4096 characters (the pool does, as the service
+    # probably does): rich mode carries output in the value, which is never cut.
+    code = "import sys\nprint('x' * 10000)\nprint('e' * 6000, file=sys.stderr)"
+    with _pool_context(pool, monkeypatch, "2025-10-02-preview") as ctx:
+        plain = RemoteRunner(ctx).run(code, rich=False)
+        outcome = RemoteRunner(ctx).run(code)
+    assert (plain.execution.stdout, plain.execution.stderr) == ("x" * 4096, "e" * 4096)  # the streams are cut
     assert outcome.ok and outcome.notices == []
     assert outcome.execution.stdout == "" and outcome.execution.stderr == ""  # nothing went through the streams
     assert outcome.outputs == [{"output_type": "stream", "name": "stdout", "text": "x" * 10000 + "\n"},
