@@ -52,27 +52,6 @@ def processes_with(marker: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def make_kernel(tmp_path: Path):
-    started: list[SessionKernel] = []
-
-    async def factory(name: str = "s1", **config) -> SessionKernel:
-        config.setdefault("enabled", HAVE_BWRAP)
-        kernel = SessionKernel(tmp_path / "data" / name, tmp_path / "run" / name, SandboxConfig(**config))
-        started.append(kernel)
-        await kernel.start()
-        return kernel
-
-    yield factory
-    import asyncio
-
-    async def stop_all() -> None:
-        for kernel in started:
-            await kernel.shutdown()
-
-    asyncio.run(stop_all())
-
-
 async def ok(kernel: SessionKernel, code: str, timeout: float = 60) -> ExecOutcome:
     outcome = await kernel.execute(code, timeout)
     assert outcome.status == "succeeded", f"{code!r} failed:\n{outcome.stderr}"

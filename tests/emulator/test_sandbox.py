@@ -6,7 +6,6 @@ nothing of the host's home, /tmp or other sessions, no capabilities, its own PID
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import socket
@@ -21,27 +20,6 @@ from aca_kernel.emulator.sandbox import bwrap_argv, python_bind_paths
 
 pytestmark = [pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap (bwrap)"),
               pytest.mark.emulator_only, pytest.mark.skipif(LIVE, reason="tests the emulator's sandbox")]
-
-
-@pytest.fixture
-def make_kernel(tmp_path: Path):
-    started: list[SessionKernel] = []
-
-    async def factory(name: str = "a") -> SessionKernel:
-        # data and run dirs of all sessions side by side, as a pool lays them out
-        kernel = SessionKernel(tmp_path / "pool" / "data" / name, tmp_path / "pool" / "run" / name,
-                               SandboxConfig(enabled=True))
-        started.append(kernel)
-        await kernel.start()
-        return kernel
-
-    yield factory
-
-    async def stop_all() -> None:
-        for kernel in started:
-            await kernel.shutdown()
-
-    asyncio.run(stop_all())
 
 
 async def value(kernel: SessionKernel, code: str):
