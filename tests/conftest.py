@@ -131,3 +131,30 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+@pytest.fixture
+def make_kernel(tmp_path: Path):
+    """Start session kernels (``SessionKernel``) laid out as a pool lays them out, data and run dirs side by side;
+    sandboxed by default when bubblewrap is installed. All are shut down when the test ends."""
+    import asyncio
+
+    from aca_kernel.emulator.runtime import SandboxConfig, SessionKernel
+
+    started: list[SessionKernel] = []
+
+    async def factory(name: str = "a", **config) -> SessionKernel:
+        config.setdefault("enabled", HAVE_BWRAP)
+        kernel = SessionKernel(tmp_path / "pool" / "data" / name, tmp_path / "pool" / "run" / name,
+                               SandboxConfig(**config))
+        started.append(kernel)
+        await kernel.start()
+        return kernel
+
+    yield factory
+
+    async def stop_all() -> None:
+        for kernel in started:
+            await kernel.shutdown()
+
+    asyncio.run(stop_all())
