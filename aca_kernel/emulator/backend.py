@@ -24,12 +24,12 @@ from typing import Any
 from . import errors
 from .files import SessionFiles
 from .kernels import KernelFactory, KernelLike, KernelSupply, probe_interpreter
+from .outcome import ABORTED_MESSAGE
 
 __all__ = ["Backend", "Execution", "PoolSettings", "Session", "SessionPool"]
 
 logger = logging.getLogger("aca_kernel.emulator")
 
-ABORTED_MESSAGE = "Execution aborted"
 # A session keeps this many finished executions for GET executions/{id}; older ones are forgotten.
 MAX_EXECUTION_RECORDS = 200
 

@@ -7,14 +7,18 @@ symlinks, which session code can create) must stay inside the session root.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mimetypes
 import os
 import shutil
 import stat as statmod
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 from . import errors
 
@@ -114,11 +118,19 @@ class SessionFiles:
             # DELETE acts on a symlink itself, so only its parent directory has to be inside the root.
             real = os.path.join(os.path.realpath(os.path.dirname(host)), os.path.basename(host))
         if real != root and not real.startswith(root + os.sep):
-            raise errors.SessionRequestValidationFailed(
-                f"/mnt/data/{rel} leads outside /mnt/data (through a symbolic link); refusing to touch it.",
-                target="filename",
-            )
+            raise self._outside(rel)
         return real
+
+    def _outside(self, rel: str) -> errors.SessionRequestValidationFailed:
+        return errors.SessionRequestValidationFailed(
+            f"/mnt/data/{rel} leads outside /mnt/data (through a symbolic link); refusing to touch it.",
+            target="filename",
+        )
+
+    def _not_a_file(self, rel: str) -> errors.SessionRequestValidationFailed:
+        return errors.SessionRequestValidationFailed(
+            f"/mnt/data/{rel} is a directory; only files can be downloaded.", target="filename"
+        )
 
     def _missing(self, rel: str) -> errors.FileNotFound:
         return errors.FileNotFound(f"/mnt/data/{rel} does not exist in this session.", target="filename")
@@ -126,7 +138,11 @@ class SessionFiles:
     def stat(self, rel: str) -> FileEntry:
         host = self._resolve(rel)
         try:
-            st = os.stat(host)
+            if host == self._real_root():
+                st = os.stat(host)
+            else:
+                with self._in_parent(host, rel) as (parent_fd, name):
+                    st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             raise self._missing(rel) from None
         return _entry(rel, st, statmod.S_ISDIR(st.st_mode))
@@ -142,45 +158,68 @@ class SessionFiles:
                 f"/mnt/data/{rel} is a file, not a directory; list its parent directory instead.", target="path"
             )
         out: list[FileEntry] = []
-        self._walk(host, rel, recursive, out, files_only=False)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # vanished meanwhile: nothing to show
+            self._walk(self._open_dir(host, rel), rel, recursive, out, files_only=False)
         return out
 
     def list_all_files(self) -> list[FileEntry]:
         """Every regular file under /mnt/data, recursively, with paths relative to it (the v1 listing)."""
         out: list[FileEntry] = []
-        self._walk(self._real_root(), "", True, out, files_only=True)
+        with contextlib.suppress(FileNotFoundError):  # the session was deleted meanwhile
+            self._walk(self._open_dir(self._real_root(), ""), "", True, out, files_only=True)
         return out
 
-    def _walk(self, host: str, rel: str, recursive: bool, out: list[FileEntry], *, files_only: bool) -> None:
+    def _walk(self, fd: int, rel: str, recursive: bool, out: list[FileEntry], *, files_only: bool) -> None:
+        """List the directory open as ``fd`` (closed here); subdirectories are opened without following links."""
         try:
-            entries = sorted(os.scandir(host), key=lambda e: e.name)
+            with os.scandir(fd) as it:
+                entries = sorted(it, key=lambda e: e.name)
+            for e in entries:
+                erel = f"{rel}/{e.name}" if rel else e.name
+                try:
+                    # Symlinks are not followed: a link out of /mnt/data must not reveal what it points at.
+                    is_dir = e.is_dir(follow_symlinks=False)
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not (files_only and is_dir):
+                    out.append(_entry(erel, st, is_dir))
+                if is_dir and recursive:
+                    try:
+                        child = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                    except OSError:
+                        continue  # vanished, or swapped for a symlink, while listing
+                    self._walk(child, erel, recursive, out, files_only=files_only)
         except OSError:
-            return  # a directory that vanished or is unreadable while listing: nothing to show
-        for e in entries:
-            erel = f"{rel}/{e.name}" if rel else e.name
-            try:
-                # Symlinks are not followed: a link out of /mnt/data must not reveal what it points at.
-                is_dir = e.is_dir(follow_symlinks=False)
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if not (files_only and is_dir):
-                out.append(_entry(erel, st, is_dir))
-            if is_dir and recursive:
-                self._walk(e.path, erel, recursive, out, files_only=files_only)
+            pass  # a directory that vanished or is unreadable while listing: nothing (more) to show
+        finally:
+            os.close(fd)
 
-    def download_path(self, rel: str) -> str:
-        """The host path of a regular file to stream back."""
+    def open_download(self, rel: str) -> tuple[BinaryIO, int]:
+        """A regular file opened for streaming back, and its size."""
         if not rel:
             raise errors.SessionRequestValidationFailed("A file name is required.", target="filename")
         host = self._resolve(rel)
-        if os.path.isdir(host):
-            raise errors.SessionRequestValidationFailed(
-                f"/mnt/data/{rel} is a directory; only files can be downloaded.", target="filename"
-            )
-        if not os.path.isfile(host):
+        if host == self._real_root():  # a link to /mnt/data itself
+            raise self._not_a_file(rel)
+        try:
+            with self._in_parent(host, rel) as (parent_fd, name):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=parent_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._missing(rel) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the file itself became a symlink after the check
+                raise self._outside(rel) from None
+            raise
+        f = os.fdopen(fd, "rb")
+        st = os.fstat(fd)
+        if statmod.S_ISDIR(st.st_mode):
+            f.close()
+            raise self._not_a_file(rel)
+        if not statmod.S_ISREG(st.st_mode):
+            f.close()
             raise self._missing(rel)
-        return host
+        return f, st.st_size
 
     def delete(self, rel: str) -> None:
         """Delete a file, a symlink, or a directory with everything in it."""
@@ -188,12 +227,14 @@ class SessionFiles:
             raise errors.SessionRequestValidationFailed("A file name is required; /mnt/data itself cannot be "
                                                         "deleted (delete the session instead).", target="filename")
         host = self._resolve(rel, follow_last=False)
-        if os.path.isdir(host) and not os.path.islink(host):
-            shutil.rmtree(host)
-        elif os.path.lexists(host):
-            os.unlink(host)
-        else:
-            raise self._missing(rel)
+        try:
+            with self._in_parent(host, rel) as (parent_fd, name):
+                if statmod.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                    shutil.rmtree(name, dir_fd=parent_fd)  # fd-based: does not follow links inside either
+                else:
+                    os.unlink(name, dir_fd=parent_fd)
+        except (FileNotFoundError, NotADirectoryError):
+            raise self._missing(rel) from None
 
     def open_upload(self, rel: str, limit: int = MAX_UPLOAD_BYTES) -> Upload:
         if not rel:
@@ -207,14 +248,16 @@ class SessionFiles:
             raise errors.FileNotFound("The session was deleted while the file was uploading; upload it again.",
                                       target="filename")
         host = self._resolve(rel)
-        parent = os.path.dirname(host)
         try:
-            os.makedirs(parent, exist_ok=True)
-            if os.path.isdir(host) and not os.path.islink(host):
-                raise errors.SessionRequestValidationFailed(
-                    f"/mnt/data/{rel} is a directory; choose another file name.", target="filename"
-                )
-            os.replace(tmp, host)
+            # Session code may swap a checked directory for a symlink at any moment: the parents are opened
+            # one by one without following links, and the file is renamed relative to the last of them.
+            with self._in_parent(host, rel, create=True) as (parent_fd, name):
+                with contextlib.suppress(FileNotFoundError):
+                    if statmod.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                        raise errors.SessionRequestValidationFailed(
+                            f"/mnt/data/{rel} is a directory; choose another file name.", target="filename"
+                        )
+                os.replace(tmp, name, dst_dir_fd=parent_fd)
         except (NotADirectoryError, FileExistsError):
             raise errors.SessionRequestValidationFailed(
                 f"A parent of /mnt/data/{rel} is a file, not a directory.", target="filename"
@@ -224,6 +267,44 @@ class SessionFiles:
                 f"Cannot store /mnt/data/{rel}: {exc.strerror}.", target="filename"
             ) from None
         return self.stat(rel)
+
+    @contextlib.contextmanager
+    def _in_parent(self, host: str, rel: str, *, create: bool = False) -> Iterator[tuple[int, str]]:
+        """(descriptor of the parent directory, last name) of ``host``, a resolved path inside the root."""
+        fd = self._open_dir(os.path.dirname(host), rel, create=create)
+        try:
+            yield fd, os.path.basename(host)
+        finally:
+            os.close(fd)
+
+    def _open_dir(self, real_dir: str, rel: str, *, create: bool = False) -> int:
+        """A descriptor of ``real_dir`` (a resolved directory on the way to ``rel``); ``create`` makes missing ones.
+
+        Each component is opened with O_NOFOLLOW, so a symlink planted after ``_resolve`` is refused instead of
+        leading the request out of the session.
+        """
+        root = self._real_root()
+        parts = [seg for seg in Path(os.path.relpath(real_dir, root)).parts if seg != "."]
+        if ".." in parts:  # real_dir is not inside the root (the root itself has no parent here)
+            raise self._outside(rel)
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for seg in parts:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(seg, dir_fd=fd)
+                try:
+                    child = os.open(seg, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                except NotADirectoryError:
+                    if statmod.S_ISLNK(os.stat(seg, dir_fd=fd, follow_symlinks=False).st_mode):
+                        raise self._outside(rel) from None
+                    raise
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def move_into(self, other: SessionFiles) -> None:
         """Move every entry into ``other`` (an empty directory) and drop this directory."""

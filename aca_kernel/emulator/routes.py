@@ -8,14 +8,14 @@ matched per api-version: 2024-02-02-preview has the "v1" paths and envelopes (``
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from . import errors
 from .backend import Execution, Session, SessionPool
@@ -286,8 +286,16 @@ async def list_v1(call: Call) -> Response:
 
 async def content(call: Call) -> Response:
     rel = _file_path(call, call.params["filename"])
-    host = call.session().files.download_path(rel)
-    return FileResponse(host, media_type="application/octet-stream")
+    f, size = call.session().files.open_download(rel)
+    return StreamingResponse(_chunks(f), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size)})
+
+
+def _chunks(f: BinaryIO, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, a chunk at a time (Starlette runs the iteration in a worker thread)."""
+    with f:
+        while chunk := f.read(size):
+            yield chunk
 
 
 # -- handlers: 2024-10-02-preview and later ---------------------------------------------------------------

@@ -1,8 +1,7 @@
 """One IPython kernel per session, started in a bubblewrap sandbox and driven through jupyter_client.
 
-``SessionKernel.execute`` turns one execute_request into an ``ExecOutcome`` with the service's semantics
-(reference §4.5, §10): stdout holds only printed text, ``result`` the typed last-expression value or the figure
-image, failures carry the ANSI-free traceback, a timeout interrupts the kernel and an OOM kill aborts the cell.
+``SessionKernel.execute`` turns one execute_request into an ``ExecOutcome`` (``outcome.py`` reads the messages);
+a timeout interrupts the kernel and an OOM kill aborts the cell.
 """
 
 from __future__ import annotations
@@ -13,12 +12,10 @@ import contextlib
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +23,7 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import List, Unicode
 
+from .outcome import ABORTED_MESSAGE, TIMEOUT_MESSAGE, Collector, ExecOutcome
 from .sandbox import (
     SANDBOX_SETUP_FILE,
     MemoryCgroup,
@@ -37,38 +35,16 @@ from .sandbox import (
     via_args_file,
 )
 
-__all__ = ["ExecOutcome", "SandboxConfig", "SessionKernel", "check_sandbox"]
+__all__ = ["ABORTED_MESSAGE", "TIMEOUT_MESSAGE", "ExecOutcome", "SandboxConfig", "SessionKernel", "check_sandbox"]
 
 logger = logging.getLogger("aca_kernel.emulator.runtime")
 
-VALUE_MIME = "application/vnd.aca.value+json"
-TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
-ABORTED_MESSAGE = "Execution aborted"
 SETUP_FILE = Path(__file__).with_name("_kernel_setup.py")
 # sun_path holds 107 bytes; jupyter_client appends "-<n>" to the ipc base name
 _MAX_IPC_DIR = 90
-_MAX_STREAM_CHARS = 32 << 20
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 # strong references: a kernel object dropped without shutdown() must still be killed at exit
 _live: set[SessionKernel] = set()
-
-
-def strip_ansi(text: str) -> str:
-    return _ANSI_RE.sub("", text)
-
-
-@dataclass
-class ExecOutcome:
-    """What one execution produced, in the service's terms (see the module docstring)."""
-
-    status: str
-    stdout: str
-    stderr: str
-    result: Any
-    execution_time_ms: int
-    kernel_died: bool = False
-    timed_out: bool = False
 
 
 class _SessionKernelManager(AsyncKernelManager):
@@ -278,7 +254,7 @@ class SessionKernel:
         await _drain(kc)
         started = time.monotonic()
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
-        collector = _Collector()
+        collector = Collector()
         deadline = started + max(float(timeout), 0.0)
         interrupted_at: float | None = None
         while not collector.idle:
@@ -303,21 +279,28 @@ class SessionKernel:
                 if not await km.is_alive():
                     return self._died(collector, started)
                 continue
-            except (Exception, asyncio.CancelledError):
+            except asyncio.CancelledError:
                 # stop_channels() in shutdown() cancels the pending read; a cancelled caller must still see it
                 task = asyncio.current_task()
                 cancelled = task is not None and getattr(task, "cancelling", lambda: 0)() > 0
                 if self._km is not km and not cancelled:
                     return self._died(collector, started)
                 raise
-            if msg.get("parent_header", {}).get("msg_id") == msg_id:
+            except Exception:
+                if self._km is not km:
+                    return self._died(collector, started)
+                # code in the kernel holds the session key and can send a signed message that does not parse
+                logger.debug("skipping an iopub message that cannot be read", exc_info=True)
+                continue
+            parent = msg.get("parent_header")
+            if isinstance(parent, dict) and parent.get("msg_id") == msg_id:
                 collector.add(msg)
         elapsed = int((time.monotonic() - started) * 1000)
         if interrupted_at is not None:
             return ExecOutcome("failed", collector.stdout(), TIMEOUT_MESSAGE, None, elapsed, timed_out=True)
         return collector.outcome(elapsed)
 
-    def _died(self, collector: _Collector, started: float) -> ExecOutcome:
+    def _died(self, collector: Collector, started: float) -> ExecOutcome:
         if self._closed:
             logger.info("session kernel shut down during an execution")
         else:
@@ -334,78 +317,11 @@ class SessionKernel:
             logger.exception("could not restart the session kernel")
 
 
-class _Collector:
-    """Accumulates the iopub messages of one execute_request."""
-
-    def __init__(self) -> None:
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self.sizes = {"stdout": 0, "stderr": 0}
-        self.value: Any = ""
-        self.has_value = False
-        self.matplotlib_value = False
-        self.image: str | None = None
-        self.error: dict[str, Any] | None = None
-        self.idle = False
-
-    def add(self, msg: dict[str, Any]) -> None:
-        kind, content = msg["msg_type"], msg.get("content", {})
-        if kind == "stream":
-            name = content.get("name")
-            if name in self.sizes and self.sizes[name] < _MAX_STREAM_CHARS:
-                text = content.get("text", "")
-                self.sizes[name] += len(text)
-                (self.out if name == "stdout" else self.err).append(text)
-        elif kind == "execute_result":
-            data = content.get("data", {})
-            typed = data.get(VALUE_MIME)
-            if isinstance(typed, dict) and "value" in typed:
-                self.value = typed["value"]
-            else:
-                self.value = data.get("text/plain", "")
-                self.matplotlib_value = isinstance(typed, dict) and bool(typed.get("matplotlib"))
-            self.has_value = True
-        elif kind == "display_data":
-            png = content.get("data", {}).get("image/png")
-            if isinstance(png, str) and self.image is None:
-                self.image = "".join(png.split())
-        elif kind == "error":
-            self.error = content
-        elif kind == "status" and content.get("execution_state") == "idle":
-            self.idle = True
-
-    def stdout(self) -> str:
-        return "".join(self.out)
-
-    def outcome(self, elapsed_ms: int) -> ExecOutcome:
-        stderr = "".join(self.err)
-        if self.error is not None:
-            return ExecOutcome("failed", self.stdout(), stderr + format_error(self.error), None, elapsed_ms)
-        result = self.value
-        if self.image is not None and (not self.has_value or self.value is None or self.matplotlib_value):
-            result = {"type": "image", "format": "png", "base64_data": self.image}
-        return ExecOutcome("succeeded", self.stdout(), stderr, result, elapsed_ms)
-
-
-def format_error(content: dict[str, Any]) -> str:
-    """The service's failure text: evalue, then IPython's traceback (ANSI-free), then a newline.
-
-    The observed sample is ``"illegal target for annotation (x.py, line 6)  Cell In[2363], line 6\\n..."``: the
-    evalue runs straight into the indented traceback; a traceback that starts unindented gets a line break.
-    """
-    evalue = strip_ansi(str(content.get("evalue", "")))
-    tb = strip_ansi("\n".join(content.get("traceback") or []))
-    if not tb:
-        tb = f"{content.get('ename', 'Error')}: {evalue}"
-    if evalue and not tb[:1].isspace():
-        evalue += "\n"
-    return f"{evalue}{tb}\n"
-
-
 async def _drain(kc: Any) -> None:
     """Drop leftovers of earlier executions (late iopub after an interrupt, unread execute_replies)."""
     for get in (kc.get_iopub_msg, kc.get_shell_msg):
-        with contextlib.suppress(queue.Empty):
+        # Empty ends the drain; so does a message that cannot be read (what is left is filtered by msg_id)
+        with contextlib.suppress(Exception):
             while True:
                 await get(timeout=0)
 

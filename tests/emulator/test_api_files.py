@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,18 @@ def test_upload_needs_a_file_part(http):
     assert r.status_code == 400
 
 
+@emulator_only
+def test_an_oversized_part_header_is_refused(pool, http):
+    # the part headers are buffered while parsing: python-multipart bounds their size and count
+    ident = new_id()
+    body = (b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.txt"\r\n'
+            b"X-Filler: " + b"f" * (1 << 20) + b"\r\n\r\nx\r\n--b--\r\n")
+    r = http.post("files", params=q(ident, V2510), content=body,
+                  headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert (r.status_code, error_code(r)) == (400, "SessionRequestValidationFailed")
+    assert http.get("files", params=q(ident, V2510)).json()["value"] == []
+
+
 def _high_water_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -162,3 +175,47 @@ def test_large_upload_and_download_stream_without_memory_growth(pool, http):
             received += len(part)
     assert received == size
     assert _high_water_kb(pool.proc.pid) - before_hwm < 48 * 1024
+
+
+def test_an_upload_does_not_follow_a_symlink_swapped_in_after_the_name_check(tmp_path, monkeypatch):
+    # Session code can replace a checked directory with a link out of /mnt/data between the check and the
+    # rename: the write must not follow it.
+    from aca_kernel.emulator import errors
+    from aca_kernel.emulator.files import SessionFiles
+
+    root, outside, staging = tmp_path / "root", tmp_path / "outside", tmp_path / "staging"
+    for d in (root, outside, staging):
+        d.mkdir()
+    files = SessionFiles(root, staging)
+    upload = files.open_upload("d/x.txt")  # d does not exist yet: the name check passes
+    upload.write(b"evil")
+    (root / "d").symlink_to(outside)  # ... and now d leads out
+    monkeypatch.setattr(SessionFiles, "_resolve", lambda self, rel: os.path.join(self._real_root(), rel))
+    with pytest.raises(errors.SessionRequestValidationFailed):
+        upload.commit()
+    assert list(outside.iterdir()) == []
+    assert list(staging.iterdir()) == []
+
+
+@pytest.mark.parametrize(("action", "names"), [("open_download", ["d/secret.txt", "d/victim"]),
+                                              ("delete", ["d/secret.txt", "d/victim"]),
+                                              ("listdir", ["d/victim", "d"]),
+                                              ("stat", ["d/secret.txt", "d/victim"])])
+def test_reads_and_deletes_do_not_follow_a_symlink_swapped_in_after_the_name_check(tmp_path, monkeypatch, action,
+                                                                                  names):
+    from aca_kernel.emulator import errors
+    from aca_kernel.emulator.files import SessionFiles
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    (outside / "victim").mkdir(parents=True)
+    (outside / "secret.txt").write_bytes(b"host secret")
+    (root / "d").symlink_to(outside)
+    files = SessionFiles(root, tmp_path)
+    # as if the name had been checked while d was still a directory
+    monkeypatch.setattr(SessionFiles, "_resolve",
+                        lambda self, rel, follow_last=True: os.path.join(self._real_root(), rel))
+    for name in names:
+        with pytest.raises(errors.SessionRequestValidationFailed, match="leads outside"):
+            getattr(files, action)(name)
+    assert (outside / "secret.txt").read_bytes() == b"host secret" and (outside / "victim").is_dir()

@@ -6,6 +6,7 @@ that nothing is left running after shutdown or interpreter exit.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import subprocess
@@ -286,3 +287,52 @@ async def test_shutdown_during_execution_aborts_it(make_kernel) -> None:
     await kernel.shutdown()
     outcome = await running
     assert outcome.status == "failed" and outcome.stderr == ABORTED_MESSAGE and outcome.kernel_died
+
+
+def test_messages_of_an_unexpected_shape_are_ignored():
+    # Code in the kernel holds the session key and can send any iopub message: none may break the collection.
+    from aca_kernel.emulator.outcome import Collector
+
+    collector = Collector()
+    for msg in [
+        {"msg_type": "stream", "content": {"name": "stdout", "text": 5}},
+        {"msg_type": "stream", "content": {"name": ["stdout"], "text": "x"}},
+        {"msg_type": "stream", "content": ["not", "a", "dict"]},
+        {"content": {"name": "stdout", "text": "no type"}},
+        {"msg_type": "display_data", "content": {"data": "not a dict"}},
+        {"msg_type": "stream", "content": {"name": "stdout", "text": "kept"}},
+        {"msg_type": "execute_result", "content": {"data": None}},
+        {"msg_type": "error", "content": {"ename": "E", "evalue": "bad", "traceback": [1, "two"]}},
+        {"msg_type": "status", "content": {"execution_state": "idle"}},
+    ]:
+        collector.add(msg)
+    outcome = collector.outcome(1)
+    assert collector.idle and outcome.status == "failed"
+    assert outcome.stdout == "kept" and outcome.stderr == "bad\n1\ntwo\n"
+
+
+FORGED = """
+import json
+k = get_ipython().kernel
+s, parent = k.session, k.get_parent()
+def raw(content, parent_header):
+    msg = s.msg('stream', content={}, parent=parent)
+    parts = [s.pack(msg['header']), parent_header, s.pack({}), content]
+    s.send_raw(k.iopub_socket, parts)
+raw(b'{not json', s.pack(parent['header']))           # signed, but the content does not parse
+raw(s.pack({'name': 'stdout', 'text': 1}), s.pack(parent['header']))
+raw(s.pack({'name': 'stdout', 'text': 'x'}), s.pack(['not', 'a', 'dict']))
+print('after')
+# and one that arrives between executions
+import threading
+threading.Timer(0.2, raw, (b'{not json', s.pack(parent['header']))).start()
+"""
+
+
+async def test_a_kernel_sending_malformed_messages_gets_an_answer(make_kernel) -> None:
+    kernel = await make_kernel()
+    outcome = await kernel.execute(FORGED, 30)
+    assert outcome.status == "succeeded", outcome.stderr
+    assert outcome.stdout.endswith("after\n")
+    await asyncio.sleep(1)  # not a timing claim: lets the late message arrive before the next execute
+    assert (await kernel.execute("1 + 1", 30)).result == 2
