@@ -46,13 +46,19 @@ def _env_float(name: str, fallback: float) -> float:
         return fallback
 
 
-def _env_bool(name: str, fallback: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
+def parse_bool(text: str) -> bool | None:
+    """``true/yes/on/1`` or ``false/no/off/0`` (any case); None for anything else."""
+    value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    return fallback
+    return None
+
+
+def _env_bool(name: str, fallback: bool) -> bool:
+    value = parse_bool(os.environ.get(name, ""))
+    return fallback if value is None else value
 
 
 class ACASettings(Configurable):
@@ -272,15 +278,18 @@ class ACAContext:
     # --- descriptions --------------------------------------------------------------------------------
     def describe(self, name: str | None = None) -> str:
         """One line: session id, endpoint, api version (no network call, no local-pool start)."""
+        from ._widgets._format import public_endpoint  # user-info and query strings may hold secrets
+
         state = self._sessions.get(name)
         label = f"session {name!r}" if name else "default session"
         if state is None:
-            where = self.settings.endpoint or "the local session pool (starts with the first remote cell)"
+            where = (public_endpoint(self.settings.endpoint) if self.settings.endpoint
+                     else "the local session pool (starts with the first remote cell)")
             ident = f"identifier {self.settings.session_id} " if name is None and self.settings.session_id else ""
             return f"{label}: {ident}not started yet; endpoint {where}"
         c = state.client
         pool = " (local session pool)" if self.uses_local_pool else ""
-        return f"{label}: identifier {c.session_id} on {c.endpoint}{pool}, api-version {c.api_version}"
+        return f"{label}: identifier {c.session_id} on {public_endpoint(c.endpoint)}{pool}, api-version {c.api_version}"
 
     # --- keep-alive ----------------------------------------------------------------------------------
     def _ensure_keepalive(self) -> None:

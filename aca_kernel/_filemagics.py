@@ -37,9 +37,10 @@ from ._widgets._format import (
     split_remote,
     type_label,
 )
+from .kernel.display import error_line
 
 if TYPE_CHECKING:
-    from ._client import SessionsClient
+    from ._context import SessionState
     from ._models import RemoteFile
 
 __all__ = ["FileListing", "FileMagics"]
@@ -90,8 +91,7 @@ def _service_failure(exc: BaseException) -> NoReturn:
     IPython renders an exception through its ``_render_traceback_`` when it has one; the exception itself
     stays intact (``%debug``, ``sys.last_value``) and the cell still counts as failed.
     """
-    name = type(exc).__name__
-    line = f"\x1b[31m\x1b[1m{name}\x1b[0m: {error_message(exc).removeprefix(name + ': ')}"
+    line = error_line(exc)
     try:
         exc._render_traceback_ = lambda: [line]  # type: ignore[attr-defined]
     except AttributeError:  # pragma: no cover - exceptions with __slots__
@@ -118,22 +118,13 @@ class FileMagics(Magics):
 
         return get_context(self.shell)
 
-    def _client(self, session: str | None) -> SessionsClient:
+    def _session(self, session: str | None) -> SessionState:
         try:
-            state = self._context().session(session)
+            return self._context().session(session)
         except UsageError:
             raise
         except Exception as exc:
             _service_failure(exc)
-        self._state = state
-        return state.client
-
-    def _touch(self) -> None:
-        """Record that the session was used (the context keeps used sessions alive and deletes them at exit)."""
-        state = getattr(self, "_state", None)
-        touch = getattr(state, "touch", None)
-        if touch is not None:
-            touch()
 
     def _progress(self, total: int | None, desc: str) -> Any:
         if _in_widget_frontend(self.shell):
@@ -186,15 +177,15 @@ class FileMagics(Magics):
         if remote.endswith("/"):
             remote += local.name
         folder, name = self._split(remote)
-        client = self._client(args.session)
+        state = self._session(args.session)
         target = join_remote(folder, name)
 
         def send(bar: Any) -> Any:
             with local.open("rb") as fh:
-                return client.upload_file(fh, name, path=folder or None, progress=bar)
+                return state.client.upload_file(fh, name, path=folder or None, progress=bar)
 
         self._run(f"upload {name}", size, send)
-        self._touch()
+        state.touch()
         print(f"Uploaded {local} ({human_size(size)}) to {MOUNT}/{target}")
 
     @magic_arguments()
@@ -221,10 +212,10 @@ class FileMagics(Magics):
                     raise UsageError(f"The folder {target.parent} does not exist on this machine.")
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        client = self._client(args.session)
+        state = self._session(args.session)
         size = self._run(f"download {name}", None,
-                         lambda bar: client.download_file(name, str(target), path=folder or None, progress=bar))
-        self._touch()
+                         lambda bar: state.client.download_file(name, str(target), path=folder or None, progress=bar))
+        state.touch()
         print(f"Downloaded {MOUNT}/{join_remote(folder, name)} ({human_size(int(size))}) to {target}")
 
     @magic_arguments()
@@ -235,13 +226,13 @@ class FileMagics(Magics):
         """Delete files from the session's /mnt/data."""
         args = parse_argstring(self.aca_rm, line)
         targets = [self._split(r) for r in args.remote]
-        client = self._client(args.session)
+        state = self._session(args.session)
         for folder, name in targets:
             try:
-                client.delete_file(name, path=folder or None)
+                state.client.delete_file(name, path=folder or None)
             except Exception as exc:
                 _service_failure(exc)
-            self._touch()
+            state.touch()
             print(f"Deleted {MOUNT}/{join_remote(folder, name)}")
 
     @magic_arguments()
@@ -252,12 +243,12 @@ class FileMagics(Magics):
         """List the files in the session's /mnt/data (or a folder in it)."""
         args = parse_argstring(self.aca_ls, line)
         folder = self._folder(args.path)
-        client = self._client(args.session)
+        state = self._session(args.session)
         try:
-            files = client.list_files(path=folder or None)
+            files = state.client.list_files(path=folder or None)
         except Exception as exc:
             _service_failure(exc)
-        self._touch()
+        state.touch()
         from ._widgets._format import sort_files
 
         return FileListing(sort_files(files), folder)
@@ -270,17 +261,13 @@ class FileMagics(Magics):
         """Show the file browser widget for the session's /mnt/data."""
         args = parse_argstring(self.aca_files, line)
         folder = self._folder(args.path)
-        client = self._client(args.session)
-        try:
-            description = self._context().describe(args.session)
-        except Exception:
-            description = None  # the browser falls back to the client's own description
+        state = self._session(args.session)
         from IPython.display import display
 
         from .widgets import FileBrowser
 
-        display(FileBrowser(client=client, description=description, path=folder,
-                            on_activity=getattr(getattr(self, "_state", None), "touch", None)))
+        display(FileBrowser(client=state.client, description=self._context().describe(args.session), path=folder,
+                            on_activity=state.touch))
 
     @staticmethod
     def _folder(path: str) -> str:

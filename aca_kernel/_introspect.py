@@ -8,10 +8,9 @@ with a short timeout; a missing or garbled reply means no completions rather tha
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
-from ._rich import _as_text
+from ._rich import marked_json
 
 __all__ = ["REPLY_MARKER", "complete_code", "inspect_code", "parse_json_reply"]
 
@@ -69,11 +68,5 @@ def inspect_code(name: str, detail_level: int) -> str:
 
 
 def parse_json_reply(result: Any) -> dict[str, Any] | None:
-    text = _as_text(result)
-    if text is None or not text.startswith(REPLY_MARKER):
-        return None
-    try:
-        body = json.loads(text[len(REPLY_MARKER):])
-    except ValueError:
-        return None
+    body = marked_json(result, REPLY_MARKER)
     return body if isinstance(body, dict) else None

@@ -362,28 +362,28 @@ class Envelope:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def _as_text(result: Any) -> str | None:
+def marked_json(result: Any, marker: str) -> Any:
+    """The JSON that follows ``marker`` in a result value, or None when it is absent or unreadable."""
     if not isinstance(result, str):
         return None
     text = result
     # Some service versions might hand back the repr of a str (with quotes) instead of the raw string.
-    if text[:1] in "'\"" and text[-1:] == text[:1] and MARKER_PREFIX in text[:32]:
+    if text[:1] in "'\"" and text[-1:] == text[:1] and text[1:].startswith(marker):
         try:
             text = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             return None
-    return text if isinstance(text, str) else None
+    if not isinstance(text, str) or not text.startswith(marker):
+        return None
+    try:
+        return json.loads(text[len(marker):])
+    except ValueError:
+        return None
 
 
 def parse_envelope(result: Any) -> Envelope | None:
     """The envelope carried by a rich-mode result value, or None when absent or unreadable."""
-    text = _as_text(result)
-    if text is None or not text.startswith(MARKER):
-        return None
-    try:
-        body = json.loads(text[len(MARKER):])
-    except ValueError:
-        return None
+    body = marked_json(result, MARKER)
     if not isinstance(body, dict) or body.get("v") != ENVELOPE_VERSION or not isinstance(body.get("outputs"), list):
         return None
     outputs = [o for o in body["outputs"] if isinstance(o, dict) and isinstance(o.get("output_type"), str)]
@@ -394,7 +394,7 @@ def parse_envelope(result: Any) -> Envelope | None:
         outputs=outputs,
         error=error,
         fresh=bool(body.get("fresh")),
-        count=int(body.get("count") or 0),
+        count=body["count"] if isinstance(body.get("count"), int) else 0,
         truncated=bool(body.get("truncated")),
         ipython=body.get("ipython", True) is not False,
         value=body.get("value"),

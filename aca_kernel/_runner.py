@@ -9,7 +9,6 @@ imports IPython.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
@@ -71,6 +70,11 @@ class RunOutcome:
         return self.error is None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when the envelope holds a mapping there, else empty (a garbled field must not fail the cell)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _is_json_value(value: Any) -> bool:
     """True when JSON carries ``value`` exactly (a tuple or int-keyed dict would come back changed)."""
     try:
@@ -109,7 +113,11 @@ class RemoteRunner:
                 if give_up_after is not None and elapsed > give_up_after:
                     raise TimeoutError(f"no reply within {give_up_after:.0f} s")
                 if on_wait is not None:
-                    on_wait(elapsed)
+                    try:
+                        on_wait(elapsed)
+                    except Exception as exc:  # a progress display that fails must not abandon a running cell
+                        logger.info("progress display failed: %s", exc)
+                        on_wait = None
         except KeyboardInterrupt:
             state.touch()
             raise ExecutionInterrupted(client.session_id) from None
@@ -121,7 +129,7 @@ class RemoteRunner:
     # --- cells -----------------------------------------------------------------------------------------------
     def run(self, code: str, *, session: str | None = None, rich: bool | None = None, timeout: float | None = None,
             export_value: bool = False, on_wait: Callable[[float], None] | None = None,
-            record: bool = True, endpoint: str | None = None, api_version: str | None = None) -> RunOutcome:
+            endpoint: str | None = None, api_version: str | None = None) -> RunOutcome:
         """Run ``code`` once in the (named) session and return what to publish.
 
         Client errors (auth, network, configuration) propagate as ``ACASessionsError``; an interrupt raises
@@ -130,9 +138,6 @@ class RemoteRunner:
         settings = self.context.settings
         state = self.context.session(session, endpoint=endpoint, api_version=api_version)
         outcome = RunOutcome()
-        if self.context.local_note_pending:
-            self.context.local_note_pending = False
-            outcome.notices.append(self.context.local_pool_note)
         use_rich = settings.rich if rich is None else rich
         use_rich = use_rich and not state.plain_only
         timeout = timeout if timeout is not None else settings.timeout
@@ -141,6 +146,9 @@ class RemoteRunner:
         sent = _rich.wrap_code(code, tag=tag, max_output_bytes=limit, export_value=export_value) if use_rich else code
         result = self._call(state, sent, timeout, on_wait)
         outcome.execution = result
+        if self.context.local_note_pending:  # said with the first reply, so a failed first call does not lose it
+            self.context.local_note_pending = False
+            outcome.notices.append(self.context.local_pool_note)
         envelope = _rich.parse_envelope(result.result) if use_rich and result.succeeded else None
         if envelope is not None and not envelope.ipython:
             state.plain_only = True  # the remote side is plain Python: stop wrapping from now on
@@ -150,7 +158,7 @@ class RemoteRunner:
             if use_rich and result.succeeded:
                 logger.info("rich envelope missing or unreadable; showing the plain reply")
             self._from_plain(outcome, result, limit, export_value, state.client.api_version in V2_API_VERSIONS)
-        if outcome.ok and record:
+        if outcome.ok:
             state.history.append(code)
         return outcome
 
@@ -176,17 +184,21 @@ class RemoteRunner:
         for item in envelope.outputs:
             kind = item.get("output_type")
             if kind in ("display_data", "update_display_data", "execute_result"):
-                data = {k: v for k, v in (item.get("data") or {}).items() if not k.startswith(_DROP_MIMES)}
+                data = _dict(item.get("data"))
+                data = {k: v for k, v in data.items() if not k.startswith(_DROP_MIMES)}
                 if not data:
                     continue
-                item = {**item, "data": data}
+                transient = _dict(item.get("transient"))
+                item = {"output_type": kind, "data": data, "metadata": _dict(item.get("metadata")),
+                        **({"transient": transient} if transient else {})}
             elif kind == "stream":
                 item = {"output_type": "stream", "name": item.get("name", "stdout"), "text": str(item.get("text", ""))}
             elif kind == "page":
-                data = item.get("data")
-                if not isinstance(data, dict) or not data:
+                data = _dict(item.get("data"))
+                if not data:
                     continue
-                item = {"output_type": "page", "data": data, "start": int(item.get("start") or 0)}
+                start = item.get("start")
+                item = {"output_type": "page", "data": data, "start": start if isinstance(start, int) else 0}
             elif kind != "clear_output":
                 continue
             outcome.outputs.append(item)
@@ -199,7 +211,12 @@ class RemoteRunner:
         if envelope.has_value:
             outcome.value, outcome.has_value = envelope.value, True
         elif envelope.value_file:
-            outcome.value, outcome.has_value = self._fetch_value(state, envelope.value_file), True
+            try:
+                outcome.value, outcome.has_value = self._fetch_value(state, envelope.value_file), True
+            except Exception as exc:  # the cell ran: its outputs are still shown, and it must not be re-run
+                from ._widgets._format import error_message
+
+                outcome.notices.append(f"--out: the value could not be transferred ({error_message(exc)}).")
         elif envelope.value_error:
             outcome.notices.append(f"--out: the value could not be transferred ({envelope.value_error}).")
 
@@ -316,10 +333,3 @@ _LOAD_PICKLE = (
     "next(os.path.join(d, {remote!r}) for d in ('/mnt/data', os.environ.get('ACA_DATA_DIR') or '', os.getcwd()) "
     "if d and os.path.exists(os.path.join(d, {remote!r})))))(__import__('os'), __import__('pickle'))"
 )
-
-
-def png_bytes(item: dict[str, Any]) -> bytes | None:
-    """The PNG bytes of a display output (tests and callers that save figures)."""
-    data = item.get("data") or {}
-    value = data.get("image/png")
-    return base64.b64decode(value) if isinstance(value, str) else None

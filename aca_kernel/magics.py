@@ -14,8 +14,9 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Bool
 
-from ._context import ACAContext, get_context
+from ._context import ACAContext, get_context, parse_bool
 from ._runner import ExecutionInterrupted, RemoteRunner
 from .kernel.display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
 
@@ -112,17 +113,16 @@ class ACAMagics(Magics):
             outcome = self.runner.run(code, rich=False if args.plain else None, timeout=args.timeout,
                                       export_value=out is not None, on_wait=progress, **where)
         except ExecutionInterrupted as exc:
-            progress.finish()
             raise interrupted(str(exc)) from None
-        except KeyboardInterrupt:  # during a transfer (-i / --out): no user code was running
-            progress.finish()
-            raise interrupted("Interrupted while moving a value to or from the session.") from None
+        except KeyboardInterrupt:  # starting the session, or a transfer (-i / --out): no user code was running
+            raise interrupted("Interrupted outside the cell's remote run (while starting the session or moving "
+                              "a value); nothing is left running remotely.") from None
         except UsageError:
             raise
         except Exception as exc:
-            progress.finish()
             raise self._error(exc) from None
-        progress.finish()
+        finally:
+            progress.finish()
         try:
             value = publish(outcome, quiet=args.quiet)
         except Exception as exc:  # a reply we cannot show must not take the kernel down
@@ -176,7 +176,9 @@ class ACAMagics(Magics):
             try:
                 info = state.client.get_session()
             except Exception as exc:
-                return f"session details unavailable: {exc}"
+                from ._widgets._format import error_message
+
+                return f"session details unavailable: {error_message(exc)}"
             parts = []
             if info.created_at:
                 parts.append(f"created {_fmt_age(now - info.created_at.timestamp())} ago")
@@ -224,8 +226,10 @@ class ACAMagics(Magics):
             value: Any = None if raw.lower() in ("", "none") else raw
             trait = settings.traits()[key]
             try:
-                if value is not None and trait.__class__.__name__ == "Bool":
-                    value = raw.lower() in ("1", "true", "yes", "on")
+                if value is not None and isinstance(trait, Bool):
+                    value = parse_bool(raw)
+                    if value is None:
+                        raise ValueError("use true or false")
                 elif value is not None:
                     value = trait.from_string(raw)
                 setattr(settings, key, value)

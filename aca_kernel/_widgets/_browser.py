@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from .._config import V2_API_VERSIONS
 from ._format import (
     MOUNT,
     SORT_KEYS,
@@ -188,7 +189,7 @@ class FileBrowser(w.VBox):
 
     def register_callback(self, callback: Callable[[FileBrowser], Any]) -> None:
         """Call ``callback(browser)`` whenever the selection changes."""
-        self._callbacks.append(callback)
+        self.on_change(callback)
 
     def on_change(self, callback: Callable[[FileBrowser], Any], remove: bool = False) -> None:
         """Like ``register_callback``; ``remove=True`` unregisters (the ipywidgets ``on_click`` convention)."""
@@ -405,8 +406,4 @@ def _context_client(description: str | None,
 
 
 def _supports_folders(client: Any) -> bool:
-    try:
-        from .._config import V2_API_VERSIONS
-    except ImportError:  # pragma: no cover
-        return False
     return getattr(client, "api_version", None) in V2_API_VERSIONS

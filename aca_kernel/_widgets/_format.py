@@ -236,10 +236,8 @@ def describe_client(client: Any) -> str:
 
 def error_message(exc: BaseException) -> str:
     """One readable line for any failure: the service errors already say what to do; others get their type."""
-    try:
-        from .._exceptions import ACASessionsError
-    except ImportError:  # pragma: no cover - the client package is always present in a release
-        ACASessionsError = ()  # type: ignore[assignment]
+    from .._exceptions import ACASessionsError
+
     text = str(exc).strip()
     if not isinstance(exc, ACASessionsError) or not text:
         name = type(exc).__name__

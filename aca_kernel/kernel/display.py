@@ -21,6 +21,7 @@ __all__ = [
     "RemoteError",
     "RemoteValue",
     "colorize_traceback",
+    "error_line",
     "in_kernel",
     "interrupted",
     "one_line_error",
@@ -129,9 +130,24 @@ def remote_exception(ename: str, evalue: str, traceback: list[str]) -> RemoteErr
     return cls(evalue, traceback)
 
 
-def one_line_error(exc: BaseException) -> RemoteError:
+def _message(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, any bearer token masked ('' when it has none)."""
+    from .._widgets._format import error_message
+
     name = type(exc).__name__
-    return remote_exception(name, str(exc), [f"{RED}{BOLD}{name}{RESET}: {exc}"])
+    message = error_message(exc)
+    return "" if message == name else message.removeprefix(name + ": ")
+
+
+def error_line(exc: BaseException) -> str:
+    """``exc`` as one coloured line, ``Class: message``, the way IPython ends a traceback."""
+    message = _message(exc)
+    return f"{RED}{BOLD}{type(exc).__name__}{RESET}" + (f": {message}" if message else "")
+
+
+def one_line_error(exc: BaseException) -> RemoteError:
+    """An exception shown as the one line of ``exc``, never as a traceback of our internals."""
+    return remote_exception(type(exc).__name__, _message(exc), [error_line(exc)])
 
 
 class RemoteValue:

@@ -8,8 +8,11 @@ shutdown/restart).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from ipykernel.ipkernel import IPythonKernel
@@ -17,16 +20,16 @@ from IPython.utils.tokenutil import token_at_cursor
 from traitlets import Bool, Float, Int, Unicode
 
 from .. import __version__
-from .._context import ACAContext, get_context
+from .._context import ACAContext, ACASettings, get_context
 from .._runner import RemoteRunner
 from ..magics import load_ipython_extension
 
 __all__ = ["ACAKernel"]
 
+logger = logging.getLogger("aca_kernel.kernel")
+
 # Line magics that act on the local kernel and so keep a cell local when it holds only them.
 _LOCAL_LINE_MAGICS = ("aca", "config", "load_ext", "reload_ext", "unload_ext", "local")
-_SETTINGS = ("endpoint", "api_version", "token_scope", "session_id", "timeout", "rich", "max_output_bytes",
-             "progress_after", "keepalive", "cooldown", "complete_timeout")
 
 
 def _runs_locally(code: str) -> bool:
@@ -63,6 +66,31 @@ def _remote_body(code: str) -> tuple[dict[str, str], int] | None:
     return where, len(code) - len(stripped) + len(first) + 1
 
 
+def _remote_target(code: str, cursor_pos: int) -> tuple[dict[str, str], int] | None:
+    """(session options, body offset) when the cursor is in a remote body; None where IPython answers itself."""
+    line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
+    remote = _remote_body(code)
+    if line.startswith("%") or remote is None or cursor_pos < remote[1]:
+        return None
+    return remote
+
+
+def _completion(reply: dict[str, Any] | None, pos: int, offset: int) -> dict[str, Any]:
+    """A complete_reply from the remote reply, its positions moved from the body to the cell."""
+    if reply is None:
+        return {"status": "ok", "matches": [], "cursor_start": pos + offset, "cursor_end": pos + offset,
+                "metadata": {}}
+    metadata = reply.get("metadata") or {}
+    types = metadata.get("_jupyter_types_experimental")
+    if offset and isinstance(types, list):
+        metadata = {**metadata, "_jupyter_types_experimental": [
+            {**t, "start": int(t.get("start", pos)) + offset, "end": int(t.get("end", pos)) + offset}
+            for t in types if isinstance(t, dict)]}
+    return {"status": "ok", "matches": [str(m) for m in reply.get("matches") or []],
+            "cursor_start": int(reply.get("cursor_start", pos)) + offset,
+            "cursor_end": int(reply.get("cursor_end", pos)) + offset, "metadata": metadata}
+
+
 class ACAKernel(IPythonKernel):
     """Run notebook cells in an Azure Container Apps dynamic session (or the local session pool)."""
 
@@ -89,7 +117,7 @@ class ACAKernel(IPythonKernel):
         load_ipython_extension(self.shell)
         self.context: ACAContext = get_context(self.shell)
         settings = self.context.settings
-        for name in _SETTINGS:
+        for name in ACASettings.class_own_traits(config=True):  # each setting has a kernel trait of its name
             value = getattr(self, name)
             if value is not None:
                 setattr(settings, name, value)
@@ -113,29 +141,31 @@ class ACAKernel(IPythonKernel):
         # Silent code (VS Code's start-up probes) stays local: it must not allocate a session or print.
         self._route_remote = not local
         try:
-            if silent:
-                from IPython.utils.capture import capture_output
-
-                # Print nothing: stock ipykernel would still send the streams, displays and error of silent code.
-                shell = self.shell
-                saved = shell.__dict__.get("_showtraceback")
-                shell._showtraceback = self._silent_traceback
-                try:
-                    with capture_output():
-                        return await super().do_execute(code, silent, store_history, user_expressions,
-                                                        allow_stdin, cell_meta=cell_meta, cell_id=cell_id)
-                finally:
-                    if saved is None:
-                        shell.__dict__.pop("_showtraceback", None)
-                    else:
-                        shell._showtraceback = saved
-            return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
-                                            cell_meta=cell_meta, cell_id=cell_id)
+            with self._silenced() if silent else contextlib.nullcontext():
+                return await super().do_execute(code, silent, store_history, user_expressions, allow_stdin,
+                                                cell_meta=cell_meta, cell_id=cell_id)
         finally:
             self._route_remote = False
 
+    @contextlib.contextmanager
+    def _silenced(self) -> Iterator[None]:
+        # Print nothing: stock ipykernel would still send the streams, displays and error of silent code. The
+        # error goes into the reply only (the shell's _showtraceback is replaced), not to iopub.
+        from IPython.utils.capture import capture_output
+
+        shell = self.shell
+        saved = shell.__dict__.get("_showtraceback")
+        shell._showtraceback = self._silent_traceback
+        try:
+            with capture_output():
+                yield
+        finally:
+            if saved is None:
+                shell.__dict__.pop("_showtraceback", None)
+            else:
+                shell._showtraceback = saved
+
     def _silent_traceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
-        # Replaces the shell's _showtraceback for silent code: the error goes into the reply only, not iopub.
         self.shell._last_traceback = stb
 
     def _remote_ready(self) -> bool:
@@ -144,38 +174,29 @@ class ACAKernel(IPythonKernel):
 
     def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
-        remote = _remote_body(code)
-        if line.startswith("%") or remote is None or cursor_pos < remote[1]:
+        target = _remote_target(code, cursor_pos)
+        if target is None:
             return super().do_complete(code, cursor_pos)
-        where, offset = remote
+        where, offset = target
         pos = cursor_pos - offset
         reply = self.runner.complete(code[offset:], pos, **where) if self._remote_ready() else None
-        if reply is None:
-            return {"status": "ok", "matches": [], "cursor_start": cursor_pos, "cursor_end": cursor_pos,
-                    "metadata": {}}
-        metadata = reply.get("metadata") or {}
-        types = metadata.get("_jupyter_types_experimental")
-        if offset and isinstance(types, list):  # positions in the body -> positions in the cell
-            metadata = {**metadata, "_jupyter_types_experimental": [
-                {**t, "start": int(t.get("start", pos)) + offset, "end": int(t.get("end", pos)) + offset}
-                for t in types if isinstance(t, dict)]}
-        return {"status": "ok", "matches": list(reply.get("matches") or []),
-                "cursor_start": int(reply.get("cursor_start", pos)) + offset,
-                "cursor_end": int(reply.get("cursor_end", pos)) + offset, "metadata": metadata}
+        try:
+            return _completion(reply, pos, offset)
+        except (TypeError, ValueError, AttributeError) as exc:  # a garbled reply: no completions, never a crash
+            logger.info("unusable completion reply: %s", exc)
+            return _completion(None, pos, offset)
 
     def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                    omit_sections: Any = ()) -> dict[str, Any]:
-        remote = _remote_body(code)
-        line = code[:cursor_pos].rsplit("\n", 1)[-1].lstrip()
-        if remote is None or cursor_pos < remote[1] or line.startswith("%"):
+        target = _remote_target(code, cursor_pos)
+        if target is None:
             return super().do_inspect(code, cursor_pos, detail_level, omit_sections)
-        where, offset = remote
+        where, offset = target
         name = token_at_cursor(code[offset:], cursor_pos - offset)
         reply = self.runner.inspect(name, detail_level, **where) if name and self._remote_ready() else None
-        found = bool(reply and reply.get("found"))
-        return {"status": "ok", "found": found, "data": (reply or {}).get("data", {}) if found else {},
-                "metadata": {}}
+        data = reply.get("data") if reply and reply.get("found") else None
+        found = isinstance(data, dict)
+        return {"status": "ok", "found": found, "data": data if found else {}, "metadata": {}}
 
     def do_shutdown(self, restart: bool) -> dict[str, Any]:
         # Restart and shutdown end the session (DELETE where the API version has it): a restarted kernel gets

@@ -1,6 +1,6 @@
 """The rich-mode wrapper and reply parsing on their own, plus faults the emulator cannot produce.
 
-Fault injection (a garbled envelope, image formats the emulator never returns) uses httpx.MockTransport, the
+Fault injection (garbled envelopes, a vanished value file, image formats the emulator never returns) uses httpx.MockTransport, the
 client's test seam; everything else, including the service's 4096-character cut of v2 streams, runs against the
 real local pool.
 """
@@ -45,6 +45,14 @@ def test_garbled_or_missing_envelopes_are_rejected(value):
 def test_envelope_quoted_by_the_service_is_still_read():
     body = '@@ACA-RICH/1@@{"v": 1, "outputs": [], "fresh": true}'
     assert _rich.parse_envelope(repr(body)).fresh is True
+
+
+def test_completion_reply_quoted_by_the_service_is_still_read():
+    from aca_kernel._introspect import REPLY_MARKER, parse_json_reply
+
+    body = REPLY_MARKER + '{"found": true, "data": {}}'
+    assert parse_json_reply(body) == parse_json_reply(repr(body)) == {"found": True, "data": {}}
+    assert parse_json_reply(repr(body)[:-2] + "'") is None
 
 
 @pytest.mark.parametrize("stderr, ename, evalue", [
@@ -131,21 +139,20 @@ def test_v1_streams_come_back_whole_without_a_notice(pool, monkeypatch):
                                {"output_type": "stream", "name": "stderr", "text": "z" * 6000 + "\n"}]
 
 
-def test_json_values_go_inline_and_others_by_file():
-    codes = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path.endswith("/executions"):
-            codes.append(json.loads(request.content)["code"])
-            return _v2_reply("", None)
-        assert request.url.path.endswith("/files")  # the pickled upload
-        return httpx.Response(200, json={"name": "x.pkl", "type": "file", "sizeInBytes": 10})
-
-    runner = RemoteRunner(_context(handler))
-    runner.send_variable("a", {"k": [1, 2]})
-    runner.send_variable("b", (1, 2))
-    assert codes[0] == "a = __import__('json').loads('{\"k\": [1, 2]}')"
-    assert "pickle" in codes[1] and codes[1].startswith("b = ")
+def test_json_values_go_inline_and_others_by_file(pool, monkeypatch):
+    with _pool_context(pool, monkeypatch, "2025-10-02-preview") as ctx:
+        runner = RemoteRunner(ctx)
+        client = ctx.session().client
+        uploads = []
+        real_upload = client.upload_file
+        monkeypatch.setattr(client, "upload_file", lambda *a, **k: uploads.append(a[1]) or real_upload(*a, **k))
+        runner.send_variable("a", {"k": [1, 2]})
+        assert uploads == []  # JSON travels inside the code
+        runner.send_variable("b", (1, 2))
+        assert len(uploads) == 1 and uploads[0].endswith(".pkl")  # a tuple would come back a list: pickled
+        outcome = runner.run("(a, b)")
+    assert outcome.ok
+    assert outcome.outputs[-1]["data"]["text/plain"] == "({'k': [1, 2]}, (1, 2))"
 
 
 @pytest.mark.parametrize("fmt, mime, payload", [
@@ -206,3 +213,97 @@ def test_completion_with_an_unusable_endpoint_gives_nothing_rather_than_an_error
     runner = RemoteRunner(ctx)
     assert runner.complete("x", 1, endpoint="ftp://not-a-pool") is None
     assert runner.inspect("x", 0, endpoint="ftp://not-a-pool") is None
+
+
+def test_garbled_fields_inside_a_readable_envelope_do_not_fail_the_cell():
+    # The cell ran; fields of the wrong type are dropped or defaulted, never an error (and never a re-send).
+    sent = []
+    body = {"v": 1, "count": "x", "outputs": [
+        {"output_type": "display_data", "data": ["not", "a", "bundle"], "metadata": {}},
+        {"output_type": "display_data", "data": {"text/plain": "kept"}, "metadata": [1], "transient": "t"},
+        {"output_type": "page", "data": {"text/plain": "doc"}, "start": "top"},
+        {"output_type": "stream", "name": "stdout", "text": "ok\n"},
+    ]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return _v2_reply("", "@@ACA-RICH/1@@" + json.dumps(body))
+
+    outcome = RemoteRunner(_context(handler)).run("anything")
+    assert len(sent) == 1 and outcome.ok
+    assert outcome.outputs == [
+        {"output_type": "display_data", "data": {"text/plain": "kept"}, "metadata": {}},
+        {"output_type": "page", "data": {"text/plain": "doc"}, "start": 0},
+        {"output_type": "stream", "name": "stdout", "text": "ok\n"},
+    ]
+
+
+def test_a_value_that_cannot_be_fetched_keeps_the_outputs_and_runs_nothing_again():
+    # The value file vanishing between the cell and the download is a fault the pool does not produce.
+    executions = []
+    body = {"v": 1, "outputs": [{"output_type": "stream", "name": "stdout", "text": "done\n"}],
+            "value_file": ".aca-out-x.pkl"}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/executions"):
+            executions.append(request)
+            return _v2_reply("", "@@ACA-RICH/1@@" + json.dumps(body))
+        return httpx.Response(404, json={"error": {"code": "NotFound", "message": "no such file"}})
+
+    outcome = RemoteRunner(_context(handler)).run("make()", export_value=True)
+    assert len(executions) == 1 and outcome.ok and not outcome.has_value
+    assert outcome.outputs == [{"output_type": "stream", "name": "stdout", "text": "done\n"}]
+    assert any(n.startswith("--out: the value could not be transferred (") for n in outcome.notices)
+
+
+def test_a_failing_progress_display_does_not_abandon_the_cell(pool, monkeypatch):
+    calls = []
+
+    def broken(elapsed: float) -> None:
+        calls.append(elapsed)
+        raise RuntimeError("display gone")
+
+    with _pool_context(pool, monkeypatch, "2025-10-02-preview") as ctx:
+        outcome = RemoteRunner(ctx).run("import time\ntime.sleep(1)\n'finished'", on_wait=broken)
+    assert len(calls) == 1  # tried once, then left alone
+    assert outcome.ok and outcome.outputs[-1]["data"]["text/plain"] == "'finished'"
+
+
+def test_a_garbled_completion_reply_gives_no_completions():
+    from types import SimpleNamespace
+
+    from aca_kernel.kernel.kernel import ACAKernel
+
+    for garbled in ({"matches": 3}, {"matches": ["a"], "cursor_start": "x"}, {"metadata": []}):
+        fake = SimpleNamespace(runner=SimpleNamespace(complete=lambda *a, g=garbled, **k: g),
+                               _remote_ready=lambda: True)
+        reply = ACAKernel.do_complete(fake, "%%aca -s left\nab", 16)
+        assert reply == {"status": "ok", "matches": [], "cursor_start": 16, "cursor_end": 16, "metadata": {}}
+
+
+def test_every_setting_has_a_kernel_option():
+    from aca_kernel.kernel.kernel import ACAKernel
+
+    assert set(ACASettings.class_own_traits(config=True)) <= set(ACAKernel.class_own_traits(config=True))
+
+
+def test_a_one_line_error_is_one_line_without_the_token():
+    from aca_kernel.kernel.display import error_line, one_line_error
+
+    err = one_line_error(RuntimeError("request failed\nAuthorization: Bearer secret.token.value"))
+    (line,) = err._render_traceback_()
+    assert "secret.token.value" not in line + str(err) and "\n" not in line
+    assert error_line(OSError()) == "\x1b[31m\x1b[1mOSError\x1b[0m"
+
+
+def test_the_session_description_shows_no_secret_of_the_endpoint():
+    endpoint = "https://user:hunter2@pool.example/p?sig=SECRET"
+    ctx = ACAContext(None, ACASettings(endpoint=endpoint, session_id="s-1234"))
+    try:
+        before = ctx.describe()
+        ctx.session()
+        after = ctx.describe()
+    finally:
+        ctx.close()
+    for line in (before, after):
+        assert "pool.example/p" in line and "hunter2" not in line and "SECRET" not in line
