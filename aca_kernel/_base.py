@@ -29,6 +29,7 @@ from ._config import (
     RECURSIVE_API_VERSIONS,
     SESSION_API_VERSIONS,
     USER_AGENT,
+    public_endpoint,
     resolve_settings,
 )
 from ._exceptions import (
@@ -141,7 +142,8 @@ def _transport_message(call: Call, exc: Exception, endpoint: str, session_id: st
         return (f"The connection failed after the execution was sent to session {session_id} ({detail}): "
                 f"the code may have run and was not re-sent; check its effects before running it again.")
     if isinstance(exc, NOT_SENT_ERRORS):
-        return f"Could not connect to {endpoint} for {call.op} ({detail}); check the endpoint and the network."
+        return (f"Could not connect to {public_endpoint(endpoint)} for {call.op} ({detail}); check the endpoint "
+                f"and the network.")
     return f"The connection failed during {call.op} ({detail}); try again."
 
 
@@ -203,7 +205,8 @@ class SessionsClientBase:
         return self._session_id
 
     def __repr__(self) -> str:
-        return (f"<{type(self).__module__.split('._')[0]}.{type(self).__name__} endpoint={self.endpoint!r} "
+        return (f"<{type(self).__module__.split('._')[0]}.{type(self).__name__} "
+                f"endpoint={public_endpoint(self.endpoint)!r} "
                 f"api_version={self.api_version!r} session_id={self._session_id!r}>")
 
     # -- request building ---------------------------------------------------------------------------------
@@ -352,7 +355,8 @@ class SessionsClientBase:
         if status == 401:
             # A rejected token stays rejected until it expires; fetch a new one for the next call.
             self._auth.invalidate()
-        return status_error(status, code, detail, op=call.op, target=call.target, endpoint=self.endpoint,
+        return status_error(status, code, detail, op=call.op, target=call.target,
+                            endpoint=public_endpoint(self.endpoint),
                             session_id=self._session_id, scope=self._settings.token_scope,
                             api_version=self.api_version, retries=retries, request_id=request_id(response))
 

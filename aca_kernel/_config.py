@@ -96,6 +96,15 @@ def normalize_endpoint(endpoint: str) -> tuple[str, str, tuple[tuple[str, str], 
     return full, base_url, tuple(pairs)
 
 
+def public_endpoint(endpoint: str) -> str:
+    """The endpoint without user-info or query string (a SAS ``sig=`` may be there): the form for messages."""
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # shown in messages, so never raise: say nothing rather than too much
+        return "<endpoint>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
 def resolve_api_version(api_version: str | None, env: Mapping[str, str]) -> str:
     version = api_version if api_version is not None else env.get(ENV_API_VERSION) or DEFAULT_API_VERSION
     if version not in API_VERSIONS:

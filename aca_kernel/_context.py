@@ -278,7 +278,7 @@ class ACAContext:
     # --- descriptions --------------------------------------------------------------------------------
     def describe(self, name: str | None = None) -> str:
         """One line: session id, endpoint, api version (no network call, no local-pool start)."""
-        from ._widgets._format import public_endpoint  # user-info and query strings may hold secrets
+        from ._config import public_endpoint  # user-info and query strings may hold secrets
 
         state = self._sessions.get(name)
         label = f"session {name!r}" if name else "default session"

@@ -22,6 +22,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["LocalPool", "LocalPoolError", "ensure_local_pool", "local_pool_status", "session_count", "state_dir",
            "stop_local_pool"]
@@ -147,12 +151,19 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def _list_sessions(endpoint: str, token: str, timeout: float = 10.0) -> httpx.Response:
+    """The pool-level health call, shared by the liveness check and ``session_count``."""
+    import httpx
+
+    return httpx.get(endpoint.rstrip("/") + "/" + _HEALTH_QUERY, headers={"Authorization": f"Bearer {token}"},
+                     timeout=timeout)
+
+
 def _answers(endpoint: str, token: str, timeout: float = 10.0) -> bool:
     import httpx
 
     try:
-        r = httpx.get(endpoint.rstrip("/") + "/" + _HEALTH_QUERY, headers={"Authorization": f"Bearer {token}"},
-                      timeout=timeout)
+        r = _list_sessions(endpoint, token, timeout)
     except httpx.TimeoutException:
         # Our emulator process is there but slow (busy machine): replacing it would kill the user's sessions.
         logger.warning("the local session pool at %s is slow to answer; reusing it anyway", endpoint)
@@ -275,9 +286,7 @@ def session_count(pool: LocalPool) -> int | None:
     import httpx
 
     try:
-        r = httpx.get(pool.endpoint.rstrip("/") + "/" + _HEALTH_QUERY, timeout=10,
-                      headers={"Authorization": f"Bearer {pool.token}"})
-        return int(r.json()["count"])
+        return int(_list_sessions(pool.endpoint, pool.token).json()["count"])
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return None
 

@@ -77,7 +77,7 @@ class ProgressBar:
     def _line(self) -> None:
         self._last_line = time.monotonic()
         if self.total:
-            pct = 100 * self.done / self.total if self.total else 100
+            pct = 100 * self.done / self.total
             text = f"{self.desc}: {format_bytes(self.done)} / {format_bytes(self.total)} ({pct:.0f}%)"
         else:
             text = f"{self.desc}: {format_bytes(self.done)}"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aca_kernel._config import ENV_ENDPOINT, ENV_SESSION_ID, ENV_TOKEN
+from aca_kernel._config import ENV_ENDPOINT, ENV_SESSION_ID, ENV_TOKEN, public_endpoint
+from aca_kernel._localpool import LocalPoolError  # stdlib-only at import time
 
 if TYPE_CHECKING:
     from aca_kernel import SessionsClient
@@ -58,7 +59,7 @@ def _resolve_target(args: argparse.Namespace, *, for_files: bool) -> Target:
             _note(f"hint: no --session or {ENV_SESSION_ID}, so this is a new, empty session; "
                   "pass --session ID to reach the files of the session your code ran in")
         return Target(endpoint, None, session)
-    from aca_kernel._localpool import LocalPoolError, ensure_local_pool
+    from aca_kernel._localpool import ensure_local_pool
 
     try:
         pool = ensure_local_pool()
@@ -172,99 +173,24 @@ def cmd_exec(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return EXIT_OK if result.succeeded else EXIT_FAILED
 
 
-# --- files ---------------------------------------------------------------------------------------------------
-
-
-def _files_ls(client: SessionsClient, args: argparse.Namespace) -> None:
-    from aca_kernel._progress import format_bytes
-
-    files = sorted(client.list_files(path=args.path, recursive=args.recursive), key=lambda f: f.path)
-    if args.json:
-        print(json.dumps([{"path": f.path, "type": f.type, "size": f.size,
-                           "last_modified": f.last_modified.isoformat() if f.last_modified else None}
-                          for f in files]))
-        return
-    for f in files:
-        size = "-" if f.size is None else format_bytes(f.size)
-        when = f.last_modified.strftime("%Y-%m-%d %H:%M") if f.last_modified else "-"
-        print(f"{size:>10}  {when:16}  {f.path}{'/' if f.type == 'directory' else ''}")
-    if not files:
-        _note("no files in /mnt/data" + (f"/{args.path}" if args.path else ""))
-
-
-def _transfer_bar(args: argparse.Namespace, total: int | None, desc: str) -> Any:
-    """The progress bar of a file transfer (stderr), or a no-op with --quiet."""
-    from aca_kernel._progress import progress_bar
-
-    return contextlib.nullcontext() if args.quiet else progress_bar(total, desc)
-
-
-def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
-    source = Path(args.local)
-    remote = args.remote or source.name
-    with _transfer_bar(args, source.stat().st_size, f"upload {remote}") as bar:
-        info = client.upload_file(source, remote, progress=bar)
-    _note(f"uploaded {source} to /mnt/data/{info.path}")
-
-
-def _files_get(client: SessionsClient, args: argparse.Namespace) -> None:
-    remote = args.remote
-    if args.local == "-":
-        sys.stdout.flush()
-        client.download_file(remote, sys.stdout.buffer)  # streamed; stdout carries only the file's bytes
-        sys.stdout.buffer.flush()
-        return
-    dest = Path(args.local or Path(remote).name)
-    if dest.is_dir():
-        dest = dest / Path(remote).name
-    # The client writes beside the target and renames at the end: a failure never leaves a half-written file.
-    with _transfer_bar(args, None, f"download {remote}") as bar:
-        client.download_file(remote, dest, progress=bar)
-    _note(f"downloaded /mnt/data/{remote.removeprefix('/mnt/data/')} to {dest}")
-
-
-def _files_rm(client: SessionsClient, args: argparse.Namespace) -> None:
-    for remote in args.remote:
-        client.delete_file(remote)
-        _note(f"removed /mnt/data/{remote.removeprefix('/mnt/data/')}")
-
-
-_FILES = {"ls": _files_ls, "put": _files_put, "get": _files_get, "rm": _files_rm}
-
-
-def cmd_files(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    # Local mistakes first: no pool should start (or token be fetched) for a typo in a file name.
-    if args.files_command == "put" and not Path(args.local).is_file():
-        raise CLIError(f"no such local file: {args.local}")
-    if args.files_command == "get" and args.local not in (None, "-"):
-        parent = Path(args.local).parent if not Path(args.local).is_dir() else Path(args.local)
-        if not parent.is_dir():
-            raise CLIError(f"no such local directory: {parent}")
-    with _errors(), _client(args, for_files=True) as client:
-        _FILES[args.files_command](client, args)
-    return EXIT_OK
-
-
 # --- install / lab / pool ------------------------------------------------------------------------------------
 
 
 def cmd_pool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from aca_kernel import _localpool
 
-    try:
-        if args.pool_command == "stop":
-            stopped = _localpool.stop_local_pool()
-            print("stopped the local session pool" if stopped else "no local session pool was running")
-            return EXIT_OK
-        if args.pool_command == "start":
-            pool = _localpool.ensure_local_pool()
-        else:
-            pool = _localpool.local_pool_status()
-            if pool is None:
-                print(f"no local session pool is running (state in {_localpool.state_dir()})")
-                return EXIT_FAILED
-    except _localpool.LocalPoolError as exc:
-        raise CLIError(str(exc)) from exc
+    # A LocalPoolError is turned into the one-line error by main().
+    if args.pool_command == "stop":
+        stopped = _localpool.stop_local_pool()
+        print("stopped the local session pool" if stopped else "no local session pool was running")
+        return EXIT_OK
+    if args.pool_command == "start":
+        pool = _localpool.ensure_local_pool()
+    else:
+        pool = _localpool.local_pool_status()
+        if pool is None:
+            print(f"no local session pool is running (state in {_localpool.state_dir()})")
+            return EXIT_FAILED
     verb = "started" if pool.started else "running"
     count = _localpool.session_count(pool)
     print(f"local session pool {verb}\n  endpoint: {pool.endpoint}\n  pid: {pool.pid}\n"
@@ -284,12 +210,9 @@ def cmd_lab(argv: Sequence[str]) -> int:
         raise CLIError("JupyterLab is not installed: pip install 'aca-sessions[lab]'")
     env = dict(os.environ)
     if env.get(ENV_ENDPOINT):
-        _note(f"JupyterLab kernels will use the session pool at {env[ENV_ENDPOINT]}")
+        _note(f"JupyterLab kernels will use the session pool at {public_endpoint(env[ENV_ENDPOINT])}")
     else:
-        try:
-            pool = _localpool.ensure_local_pool()
-        except _localpool.LocalPoolError as exc:
-            raise CLIError(str(exc)) from exc
+        pool = _localpool.ensure_local_pool()  # a LocalPoolError becomes main()'s one-line error
         _note(f"{'started' if pool.started else 'using'} the local session pool at {pool.endpoint}")
         env[ENV_ENDPOINT] = pool.endpoint
         env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
@@ -334,23 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
     ex.set_defaults(parser=ex)
 
-    files = sub.add_parser("files", help="list, upload, download and delete files in /mnt/data")
-    fsub = files.add_subparsers(dest="files_command", metavar="ACTION", required=True)
-    ls = fsub.add_parser("ls", parents=[conn], help="list files")
-    ls.add_argument("path", nargs="?", help="directory under /mnt/data")
-    ls.add_argument("-r", "--recursive", action="store_true", help="include sub-directories")
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    put = fsub.add_parser("put", parents=[conn], help="upload a local file")
-    put.add_argument("local", metavar="LOCAL")
-    put.add_argument("remote", nargs="?", metavar="REMOTE", help="name under /mnt/data (default: LOCAL's name)")
-    put.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    get = fsub.add_parser("get", parents=[conn], help="download a file")
-    get.add_argument("remote", metavar="REMOTE")
-    get.add_argument("local", nargs="?", metavar="LOCAL", help="file or directory (default: ./NAME; '-' = stdout)")
-    get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    rm = fsub.add_parser("rm", parents=[conn], help="delete files")
-    rm.add_argument("remote", nargs="+", metavar="REMOTE")
+    # `files` lives in its own module, which uses this one's helpers: imported here, not at the top.
+    from aca_kernel._cli_files import add_files_parser
 
+    add_files_parser(sub, conn)
 
     pool = sub.add_parser("pool", help="the local session pool: status, start, stop")
     pool.add_argument("pool_command", choices=["status", "start", "stop"], metavar="{status,start,stop}")
@@ -385,15 +295,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return install_main(argv[1:], prog="aca-sessions install")
         parser = build_parser()
         args = parser.parse_args(argv)
+        from aca_kernel._cli_files import cmd_files
+
         handlers = {"exec": cmd_exec, "files": cmd_files, "pool": cmd_pool}
         if args.command not in handlers:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
         # Usage errors found after parsing should show the subcommand's usage, not the top level's.
         return handlers[args.command](args, getattr(args, "parser", parser))
-    except CLIError as exc:
+    except (CLIError, LocalPoolError) as exc:
         print(f"aca-sessions: error: {exc}", file=sys.stderr)
-        return exc.code
+        return getattr(exc, "code", EXIT_ERROR)
     except KeyboardInterrupt:
         print("aca-sessions: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -202,6 +202,16 @@ def test_unreachable_endpoint_is_exit_3(run):
     _one_error_line(proc)
 
 
+@pytest.mark.parametrize("command", [("pool", "start"), ("exec", "-c", "1"), ("files", "ls")])
+def test_a_local_pool_that_cannot_start_is_one_line_and_exit_3(tmp_path: Path, command):
+    env = {k: v for k, v in os.environ.items() if k not in ("ACA_POOL_MANAGEMENT_ENDPOINT", "ACA_SESSION_ID")}
+    env.update(ACA_LOCAL_POOL_DIR=str(tmp_path / "state"), ACA_LOCAL_POOL_ARGS="--token mine")
+    proc = subprocess.run([*_cli(), *command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3
+    assert "must not set --token" in _one_error_line(proc)
+    assert not (tmp_path / "state" / "aca-sessions-pool.json").exists()
+
+
 @pytest.mark.skipif(LIVE, reason="the local pool is emulator-only")
 def test_without_endpoint_uses_the_local_pools_default_session(tmp_path: Path):
     env = {k: v for k, v in os.environ.items()

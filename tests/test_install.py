@@ -130,3 +130,12 @@ def test_wheel_ships_the_kernelspec(tmp_path: Path):
     # A static "python" is right in a wheel: jupyter_client swaps it for the environment's interpreter.
     assert spec["argv"] == ["python", "-m", "aca_kernel.kernel", "-f", "{connection_file}"]
     assert "aca_kernel/kernel/install.py" in names
+
+
+def test_unwritable_prefix_is_one_line_and_exit_3(tmp_path: Path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert install_mod.main(["--prefix", str(blocker)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot install the kernelspec: ") and err.count("\n") == 1
+    assert "try --user or --sys-prefix" in err and "()" not in err

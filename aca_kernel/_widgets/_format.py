@@ -13,8 +13,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .._config import public_endpoint
 from .._progress import format_bytes as human_size
 
 if TYPE_CHECKING:
@@ -203,18 +203,6 @@ def pretty_json(text: str, complete: bool) -> str:
         except ValueError:
             pass
     return text
-
-
-def public_endpoint(endpoint: str) -> str:
-    """The endpoint with any user-info and query string removed, so nothing secret reaches the screen."""
-    try:
-        parts = urlsplit(endpoint)
-    except ValueError:
-        return "<endpoint>"
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 _URL = re.compile(r"https?://[^\s,;]+")

@@ -152,8 +152,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:
-        print(f"error: cannot install the kernelspec: {exc.strerror or exc} ({exc.filename or ''}); "
-              "try --user or --sys-prefix", file=sys.stderr)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: cannot install the kernelspec: {exc.strerror or exc}{where}; try --user or --sys-prefix",
+              file=sys.stderr)
         return 3
     print(f"Installed kernelspec {args.name} in {dest}")
     return 0

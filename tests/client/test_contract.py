@@ -237,3 +237,23 @@ def test_named_pool_endpoint(pool, make_client):
     client = make_client(pool.pool_endpoint("contract"), pool.token, api_version=V2)
     client.upload_file(b"named", "n.txt")
     assert client.download_file("n.txt") == b"named"
+
+
+def test_secrets_in_the_endpoint_stay_out_of_reprs_and_error_messages(pool, make_client):
+    """A SAS-style query string or user-info in the endpoint is sent, but never shown."""
+    import socket
+
+    secret = f"sig{uuid.uuid4().hex}"
+    client = make_client(f"{pool.endpoint.rstrip('/')}/no/such/route/?sig={secret}", pool.token, api_version=V2)
+    with pytest.raises(aca_kernel.ResourceNotFoundError) as info:
+        client.list_files()  # a 404 without a file: the message names the endpoint
+    assert "/no/such/route/" in str(info.value) and secret not in str(info.value)
+    assert secret not in repr(client)
+    with socket.socket() as s:  # a port nothing listens on: a real refused connection
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    closed = make_client(f"http://user:{secret}@127.0.0.1:{port}/pool?sig={secret}", "tok", max_retries=0)
+    with pytest.raises(aca_kernel.ServiceRequestError) as info:
+        closed.list_files()
+    assert f"127.0.0.1:{port}/pool" in str(info.value) and secret not in str(info.value)
+    assert secret not in repr(closed)

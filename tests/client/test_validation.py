@@ -57,19 +57,24 @@ def test_unknown_api_version_lists_known_ones():
         assert version in str(info.value)
 
 
-def test_endpoint_query_string_is_kept_on_the_wire():
+def _list_request(endpoint: str, session_id: str) -> httpx.Request:
+    """The request ``list_files()`` puts on the wire (the exact URL bytes are what these tests check)."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return httpx.Response(200, json={"value": []})
 
-    with SessionsClient("https://x.example/pool?sig=abc", "tok", session_id="s1",
-                        transport=httpx.MockTransport(handler)) as client:
+    with SessionsClient(endpoint, "tok", session_id=session_id, transport=httpx.MockTransport(handler)) as client:
         client.list_files()
-    params = dict(seen[0].url.params)
-    assert seen[0].url.path == "/pool/files"
-    assert params == {"sig": "abc", "identifier": "s1", "api-version": V1}
+    assert len(seen) == 1
+    return seen[0]
+
+
+def test_endpoint_query_string_is_kept_on_the_wire():
+    request = _list_request("https://x.example/pool?sig=abc", "s1")
+    assert request.url.path == "/pool/files"
+    assert dict(request.url.params) == {"sig": "abc", "identifier": "s1", "api-version": V1}
 
 
 def test_default_session_id_is_a_uuid4_and_new_session_rotates():
@@ -104,17 +109,9 @@ def test_identifier_rejected_before_any_request(offline, bad):
 
 
 def test_identifier_is_url_encoded_on_the_wire():
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json={"value": []})
-
-    with SessionsClient("https://x.example/", "tok", session_id="a&b#c%d",
-                        transport=httpx.MockTransport(handler)) as client:
-        client.list_files()
-    assert b"identifier=a%26b%23c%25d" in seen[0].url.query
-    assert seen[0].url.params["identifier"] == "a&b#c%d"
+    request = _list_request("https://x.example/", "a&b#c%d")
+    assert b"identifier=a%26b%23c%25d" in request.url.query
+    assert request.url.params["identifier"] == "a&b#c%d"
 
 
 # -- remote names -----------------------------------------------------------------------------------------
