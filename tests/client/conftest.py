@@ -150,3 +150,35 @@ def v1_listing(*names: str) -> httpx.Response:
 
 def now() -> float:
     return time.time()
+
+
+# -- observing real traffic ---------------------------------------------------------------------------------
+
+class Recording(httpx.BaseTransport):
+    """A real ``httpx.HTTPTransport`` that records every request it forwards (``.requests``), in order."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncRecording(httpx.AsyncBaseTransport):
+    """The async twin of ``Recording``, forwarding through a real ``httpx.AsyncHTTPTransport``."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
