@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import random
-import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from ._exceptions import (
     NotSupportedError,
     ResourceNotFoundError,
     ServiceRequestError,
+    mask_bearer,
     status_error,
 )
 from ._validation import normalize_directory, split_remote_name, v1_delete_snippet, validate_session_id
@@ -81,7 +81,7 @@ def request_id(response: httpx.Response) -> str | None:
 
 
 def _excerpt(text: str, secrets: list[str], limit: int = 200) -> str:
-    text = re.sub(r"(?i)bearer\s+\S+", "Bearer <redacted>", text)
+    text = mask_bearer(text, "<redacted>")
     for secret in secrets:
         if secret:
             text = text.replace(secret, "<redacted>")

@@ -24,6 +24,8 @@ so the lower-level cause stays available.
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "ACASessionsError",
     "ClientAuthenticationError",
@@ -39,6 +41,8 @@ __all__ = [
     "ResourceNotFoundError",
     "ServiceRequestError",
     "Throttled",
+    "error_message",
+    "mask_bearer",
     "status_error",
 ]
 
@@ -159,3 +163,20 @@ _STATUS_ERRORS: dict[int, type[HttpResponseError]] = {
     400: RequestValidationError, 401: ClientAuthenticationError, 403: PermissionDenied,
     404: ResourceNotFoundError, 413: RequestTooLarge, 429: Throttled,
 }
+
+
+# "Bearer <token>" in any text that may reach a person: the token part is masked.
+BEARER_TOKEN = re.compile(r"(?i)(bearer\s+)\S+")
+
+
+def mask_bearer(text: str, mask: str = "***") -> str:
+    return BEARER_TOKEN.sub(lambda m: m.group(1) + mask, text)
+
+
+def error_message(exc: BaseException) -> str:
+    """One readable line for any failure: the service errors already say what to do; others get their type."""
+    text = str(exc).strip()
+    if not isinstance(exc, ACASessionsError) or not text:
+        name = type(exc).__name__
+        text = f"{name}: {text}" if text else name
+    return mask_bearer(" ".join(text.split()))

@@ -214,7 +214,7 @@ class RemoteRunner:
             try:
                 outcome.value, outcome.has_value = self._fetch_value(state, envelope.value_file), True
             except Exception as exc:  # the cell ran: its outputs are still shown, and it must not be re-run
-                from ._widgets._format import error_message
+                from ._exceptions import error_message
 
                 outcome.notices.append(f"--out: the value could not be transferred ({error_message(exc)}).")
         elif envelope.value_error:

@@ -176,7 +176,7 @@ class ACAMagics(Magics):
             try:
                 info = state.client.get_session()
             except Exception as exc:
-                from ._widgets._format import error_message
+                from ._exceptions import error_message
 
                 return f"session details unavailable: {error_message(exc)}"
             parts = []

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._config import public_endpoint
+from .._exceptions import error_message
 from .._progress import format_bytes as human_size
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ _TEXT_EXTS = {".txt", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".md", ".py"
               ".rst", ".tex", ".css"}
 _IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif", "image/webp": "webp",
                   "image/bmp": "bmp", "image/svg+xml": "svg+xml"}
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 
 
 def format_time(when: datetime | None) -> str:
@@ -222,13 +222,3 @@ def describe_client(client: Any) -> str:
     return f"session {sid} · {endpoint} · api {version}"
 
 
-def error_message(exc: BaseException) -> str:
-    """One readable line for any failure: the service errors already say what to do; others get their type."""
-    from .._exceptions import ACASessionsError
-
-    text = str(exc).strip()
-    if not isinstance(exc, ACASessionsError) or not text:
-        name = type(exc).__name__
-        text = f"{name}: {text}" if text else name
-    text = " ".join(text.split())
-    return _BEARER.sub(r"\1***", text)

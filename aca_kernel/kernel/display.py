@@ -132,7 +132,7 @@ def remote_exception(ename: str, evalue: str, traceback: list[str]) -> RemoteErr
 
 def _message(exc: BaseException) -> str:
     """The message of ``exc`` on one line, any bearer token masked ('' when it has none)."""
-    from .._widgets._format import error_message
+    from .._exceptions import error_message
 
     name = type(exc).__name__
     message = error_message(exc)
