@@ -13,7 +13,7 @@ In a notebook, ``%aca_files`` shows the same widget for the current (or a ``--se
 
 from __future__ import annotations
 
-from ._widgets._browser import FileBrowser
+from .notebook._widgets._browser import FileBrowser
 
 __all__ = ["FileBrowser"]
 

@@ -11,18 +11,34 @@ fidelity; tests that need emulator-only settings use ``make_pool`` and are skipp
 
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+# The suite gets IPython and Jupyter directories of its own, so that what a developer's machine holds (a history
+# database, config, kernelspecs, running servers) cannot change a result: set before any kernel or shell starts.
+_HOME_DIRS = {"IPYTHONDIR": "ipython", "JUPYTER_CONFIG_DIR": "jupyter-config", "JUPYTER_DATA_DIR": "jupyter-data",
+              "JUPYTER_RUNTIME_DIR": "jupyter-runtime", "MPLCONFIGDIR": "matplotlib"}
+_SUITE_HOME = Path(tempfile.mkdtemp(prefix="aca-test-home-"))
+for _var, _sub in _HOME_DIRS.items():
+    os.environ[_var] = str(_SUITE_HOME / _sub)
+    (_SUITE_HOME / _sub).mkdir()
+os.environ.pop("JUPYTER_PATH", None)
+os.environ.pop("JUPYTER_PREFER_ENV_PATH", None)
+# Registered first, so it runs last: IPython shells write their history at exit.
+atexit.register(shutil.rmtree, _SUITE_HOME, ignore_errors=True)
+
 
 LIVE = os.environ.get("ACA_TEST_LIVE") == "1" and bool(os.environ.get("ACA_POOL_MANAGEMENT_ENDPOINT"))
 HAVE_BWRAP = shutil.which("bwrap") is not None

@@ -168,7 +168,7 @@ def test_pool_cli_status_start_stop(pool_dir: Path):
 
 def test_an_unsandboxed_pool_is_recorded_and_the_kernel_note_warns(pool_dir: Path, monkeypatch: pytest.MonkeyPatch):
     # Without bubblewrap the pool falls back to --no-sandbox; the user must hear that their sessions are exposed.
-    from aca_kernel._context import ACAContext
+    from aca_kernel.notebook._context import ACAContext
 
     monkeypatch.setenv("ACA_LOCAL_POOL_ARGS", "--no-sandbox")
     pool = ensure_local_pool()
@@ -180,7 +180,7 @@ def test_an_unsandboxed_pool_is_recorded_and_the_kernel_note_warns(pool_dir: Pat
 
 
 def test_a_sandboxed_pool_note_has_no_warning(pool_dir: Path):
-    from aca_kernel._context import ACAContext
+    from aca_kernel.notebook._context import ACAContext
 
     if not _localpool.shutil.which("bwrap"):
         pytest.skip("bubblewrap is not installed")

@@ -20,9 +20,9 @@ from IPython.utils.tokenutil import token_at_cursor
 from traitlets import Bool, Float, Int, Unicode
 
 from .. import __version__
-from .._context import ACAContext, ACASettings, get_context
-from .._runner import RemoteRunner
-from ..magics import load_ipython_extension
+from ..notebook._context import ACAContext, ACASettings, get_context
+from ..notebook._runner import RemoteRunner
+from ..notebook.magics import load_ipython_extension
 
 __all__ = ["ACAKernel"]
 

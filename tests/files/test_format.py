@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aca_kernel._models import RemoteFile
-from aca_kernel._widgets._format import (
+from aca_kernel.notebook._widgets._format import (
     csv_head_html,
     describe_client,
     error_message,
@@ -96,7 +96,7 @@ def test_no_secrets_in_descriptions() -> None:
 
 
 def test_redact_urls_in_descriptions() -> None:
-    from aca_kernel._widgets._format import redact_urls
+    from aca_kernel.notebook._widgets._format import redact_urls
 
     text = "default session: identifier s1 on https://u:pw@h.example/p/?code=SECRET, api-version v"
     assert redact_urls(text) == "default session: identifier s1 on https://h.example/p/, api-version v"

@@ -33,7 +33,7 @@ def shell(pool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def client_of(ip, name: str | None = None):
-    from aca_kernel._context import get_context
+    from aca_kernel.notebook._context import get_context
 
     return get_context(ip).client(name)
 
@@ -148,7 +148,7 @@ def test_named_sessions_are_separate(shell, tmp_path: Path) -> None:
 def test_aca_files_shows_the_browser(shell) -> None:
     from ipywidgets.widgets.widget import _instances, _remove_buffers
 
-    from aca_kernel._context import get_context
+    from aca_kernel.notebook._context import get_context
     from aca_kernel.widgets import FileBrowser
 
     client_of(shell).upload_file(b"1", "shown.txt")

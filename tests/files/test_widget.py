@@ -82,7 +82,7 @@ def test_sorting_by_header_clicks(make_client, browsers) -> None:
 
 
 def test_modified_and_type_columns(make_client, browsers) -> None:
-    from aca_kernel._widgets._format import format_time
+    from aca_kernel.notebook._widgets._format import format_time
 
     client = make_client()
     client.upload_file(b"{}", "b.json")

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from aca_kernel import _rich
-from aca_kernel._context import ACAContext, ACASettings
-from aca_kernel._runner import RemoteRunner
-from aca_kernel.kernel.display import parse_stderr_error
+from aca_kernel.notebook import _rich
+from aca_kernel.notebook._context import ACAContext, ACASettings
+from aca_kernel.notebook._display import parse_stderr_error
+from aca_kernel.notebook._runner import RemoteRunner
 
 
 def test_wrapper_falls_back_inside_plain_python():
@@ -48,7 +48,7 @@ def test_envelope_quoted_by_the_service_is_still_read():
 
 
 def test_completion_reply_quoted_by_the_service_is_still_read():
-    from aca_kernel._introspect import REPLY_MARKER, parse_json_reply
+    from aca_kernel.notebook._introspect import REPLY_MARKER, parse_json_reply
 
     body = REPLY_MARKER + '{"found": true, "data": {}}'
     assert parse_json_reply(body) == parse_json_reply(repr(body)) == {"found": True, "data": {}}
@@ -288,7 +288,7 @@ def test_every_setting_has_a_kernel_option():
 
 
 def test_a_one_line_error_is_one_line_without_the_token():
-    from aca_kernel.kernel.display import error_line, one_line_error
+    from aca_kernel.notebook._display import error_line, one_line_error
 
     err = one_line_error(RuntimeError("request failed\nAuthorization: Bearer secret.token.value"))
     (line,) = err._render_traceback_()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from .._config import V2_API_VERSIONS
+from ..._config import V2_API_VERSIONS
 from ._format import (
     MOUNT,
     SORT_KEYS,
@@ -31,8 +31,8 @@ from ._transfers import TransferList
 from ._upload import UploadPanel
 
 if TYPE_CHECKING:
-    from .._client import SessionsClient
-    from .._models import RemoteFile
+    from ..._client import SessionsClient
+    from ..._models import RemoteFile
 
 __all__ = ["FileBrowser"]
 

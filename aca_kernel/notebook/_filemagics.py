@@ -25,7 +25,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._validation import MAX_UPLOAD_BYTES
+from .._validation import MAX_UPLOAD_BYTES
+from ._display import error_line
 from ._widgets._format import (
     MOUNT,
     error_message,
@@ -37,11 +38,10 @@ from ._widgets._format import (
     split_remote,
     type_label,
 )
-from .kernel.display import error_line
 
 if TYPE_CHECKING:
+    from .._models import RemoteFile
     from ._context import SessionState
-    from ._models import RemoteFile
 
 __all__ = ["FileListing", "FileMagics"]
 
@@ -135,7 +135,7 @@ class FileMagics(Magics):
             row = TransferRow(desc, total)
             display(row)
             return row
-        from ._progress import progress_bar
+        from .._progress import progress_bar
 
         return progress_bar(total, desc)
 
@@ -264,7 +264,7 @@ class FileMagics(Magics):
         state = self._session(args.session)
         from IPython.display import display
 
-        from .widgets import FileBrowser
+        from ._widgets._browser import FileBrowser
 
         display(FileBrowser(client=state.client, description=self._context().describe(args.session), path=folder,
                             on_activity=state.touch))

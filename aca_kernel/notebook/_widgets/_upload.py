@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from .._validation import MAX_UPLOAD_BYTES
+from ..._validation import MAX_UPLOAD_BYTES
 from ._format import MOUNT, human_size, join_remote
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._runner import RunOutcome
+    from ._runner import RunOutcome
 
 __all__ = [
     "Progress",

@@ -20,7 +20,7 @@ from traitlets import Bool, Float, Int, Unicode, default
 from traitlets.config import Configurable
 
 if TYPE_CHECKING:
-    from ._client import SessionsClient
+    from .._client import SessionsClient
 
 __all__ = ["ACAContext", "ACASettings", "SessionState", "get_context"]
 
@@ -198,7 +198,7 @@ class ACAContext:
         if self.settings.endpoint:
             return self.settings.endpoint, None
         if self.local_pool is None:
-            from ._localpool import ensure_local_pool
+            from .._localpool import ensure_local_pool
 
             self.local_pool = ensure_local_pool()
             self.local_note_pending = True
@@ -215,7 +215,7 @@ class ACAContext:
         with self._lock:
             state = self._sessions.get(key)
             if state is None:
-                from ._client import SessionsClient
+                from .._client import SessionsClient
 
                 if endpoint is not None:
                     credential = None
@@ -250,7 +250,7 @@ class ACAContext:
         return new_id
 
     def _delete_remote(self, state: SessionState) -> None:
-        from ._config import SESSION_API_VERSIONS
+        from .._config import SESSION_API_VERSIONS
 
         if state.client.api_version not in SESSION_API_VERSIONS:
             return  # nothing to call: the old session ends after the pool's cooldown
@@ -278,7 +278,7 @@ class ACAContext:
     # --- descriptions --------------------------------------------------------------------------------
     def describe(self, name: str | None = None) -> str:
         """One line: session id, endpoint, api version (no network call, no local-pool start)."""
-        from ._config import public_endpoint  # user-info and query strings may hold secrets
+        from .._config import public_endpoint  # user-info and query strings may hold secrets
 
         state = self._sessions.get(name)
         label = f"session {name!r}" if name else "default session"

@@ -14,12 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._config import public_endpoint
-from .._exceptions import error_message
-from .._progress import format_bytes as human_size
+from ..._config import public_endpoint
+from ..._exceptions import error_message
+from ..._progress import format_bytes as human_size
 
 if TYPE_CHECKING:
-    from .._models import RemoteFile
+    from ..._models import RemoteFile
 
 __all__ = [
     "MOUNT",

@@ -17,8 +17,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool
 
 from ._context import ACAContext, get_context, parse_bool
+from ._display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
 from ._runner import ExecutionInterrupted, RemoteRunner
-from .kernel.display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
 
 __all__ = ["ACAMagics", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -137,8 +137,8 @@ class ACAMagics(Magics):
         return value
 
     def _error(self, exc: Exception) -> BaseException:
-        from ._exceptions import ACASessionsError
-        from ._localpool import LocalPoolError
+        from .._exceptions import ACASessionsError
+        from .._localpool import LocalPoolError
 
         if not isinstance(exc, ACASessionsError | LocalPoolError | RuntimeError | OSError):
             logger.warning("unexpected failure while running a remote cell", exc_info=exc)
@@ -169,14 +169,14 @@ class ACAMagics(Magics):
         return "\n".join(lines)
 
     def _lifetime(self, state: Any) -> str:
-        from ._config import SESSION_API_VERSIONS
+        from .._config import SESSION_API_VERSIONS
 
         now = time.time()
         if state.client.api_version in SESSION_API_VERSIONS:
             try:
                 info = state.client.get_session()
             except Exception as exc:
-                from ._exceptions import error_message
+                from .._exceptions import error_message
 
                 return f"session details unavailable: {error_message(exc)}"
             parts = []

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .._config import V2_API_VERSIONS
 from . import _introspect, _rich
-from ._config import V2_API_VERSIONS
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
-from .kernel.display import colorize_traceback, parse_stderr_error
+from ._display import colorize_traceback, parse_stderr_error
 
 if TYPE_CHECKING:
-    from ._models import ExecutionResult
+    from .._models import ExecutionResult
 
 __all__ = ["ExecutionInterrupted", "RemoteRunner", "RunOutcome"]
 
@@ -214,7 +214,7 @@ class RemoteRunner:
             try:
                 outcome.value, outcome.has_value = self._fetch_value(state, envelope.value_file), True
             except Exception as exc:  # the cell ran: its outputs are still shown, and it must not be re-run
-                from ._exceptions import error_message
+                from .._exceptions import error_message
 
                 outcome.notices.append(f"--out: the value could not be transferred ({error_message(exc)}).")
         elif envelope.value_error:

@@ -28,7 +28,7 @@ from ._format import (
 from ._transfer import download_to_path, read_head
 
 if TYPE_CHECKING:
-    from .._models import RemoteFile
+    from ..._models import RemoteFile
     from ._browser import FileBrowser
 
 __all__ = ["LINK_LIMIT", "PREVIEW_BYTES", "PREVIEW_IMAGE_BYTES", "SelectionPanel"]

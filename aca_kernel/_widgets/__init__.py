@@ -1,1 +1,0 @@
-"""Private modules behind :mod:`aca_kernel.widgets` (the public facade)."""

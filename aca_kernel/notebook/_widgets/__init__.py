@@ -1,0 +1,1 @@
+"""The file browser's parts, behind :mod:`aca_kernel.widgets` (the public facade)."""
