@@ -16,6 +16,7 @@ import httpx
 from ._base import Call, SessionsClientBase, error_boundary
 from ._config import CHUNK_SIZE
 from ._exceptions import InvalidArgumentError, ResourceNotFoundError
+from ._http import client_options, detached
 from ._models import ExecutionResult, RemoteFile, SessionInfo
 from ._validation import MAX_UPLOAD_BYTES, split_remote_name, upload_too_large, validate_upload_size
 
@@ -229,7 +230,8 @@ class SessionsClient(SessionsClientBase):
                          token_scope=token_scope, token_refresh_minutes=token_refresh_minutes, timeout=timeout,
                          max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=False)
         self._sleep: Callable[[float], Any] = time.sleep
-        self._http = httpx.Client(auth=self._auth, transport=transport, timeout=timeout)
+        self._http = httpx.Client(auth=self._auth, transport=transport, timeout=timeout,
+                                  **client_options(self.endpoint))
 
     # -- transport --------------------------------------------------------------------------------------
     def _send(self, call: Call, *, stream: bool = False,
@@ -252,7 +254,7 @@ class SessionsClient(SessionsClientBase):
                 else:
                     self._log(call, response, sent)
                     if response.is_success:
-                        return response
+                        return response if stream else detached(response)
                     delay = self._retry_delay(call, attempt, started, slept=slept, response=response)
                     response.read()
                     response.close()

@@ -15,6 +15,7 @@ from .._base import Call, SessionsClientBase, error_boundary
 from .._client import Progress, _Sink, _TooLarge, file_in_listing, plan_upload
 from .._config import CHUNK_SIZE
 from .._exceptions import ResourceNotFoundError
+from .._http import client_options, detached
 from .._models import ExecutionResult, RemoteFile, SessionInfo
 from .._validation import MAX_UPLOAD_BYTES, split_remote_name
 
@@ -63,7 +64,8 @@ class SessionsClient(SessionsClientBase):
                          token_scope=token_scope, token_refresh_minutes=token_refresh_minutes, timeout=timeout,
                          max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=True)
         self._sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
-        self._http = httpx.AsyncClient(auth=self._auth, transport=transport, timeout=timeout)
+        self._http = httpx.AsyncClient(auth=self._auth, transport=transport, timeout=timeout,
+                                       **client_options(self.endpoint))
 
     # -- transport --------------------------------------------------------------------------------------
     async def _send(self, call: Call, *, stream: bool = False,
@@ -86,7 +88,7 @@ class SessionsClient(SessionsClientBase):
                 else:
                     self._log(call, response, sent)
                     if response.is_success:
-                        return response
+                        return response if stream else detached(response)
                     delay = self._retry_delay(call, attempt, started, slept=slept, response=response)
                     await response.aread()
                     await response.aclose()

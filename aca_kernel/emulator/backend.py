@@ -30,8 +30,10 @@ __all__ = ["Backend", "Execution", "PoolSettings", "Session", "SessionPool"]
 
 logger = logging.getLogger("aca_kernel.emulator")
 
-# A session keeps this many finished executions for GET executions/{id}; older ones are forgotten.
+# A session keeps finished executions for GET executions/{id}, up to this many and this many bytes of output;
+# older ones are forgotten (a session of notebook cells with images would otherwise hold hundreds of MB).
 MAX_EXECUTION_RECORDS = 200
+MAX_EXECUTION_BYTES = 16 << 20
 
 
 @dataclass
@@ -63,6 +65,11 @@ class Execution:
     @property
     def finished(self) -> bool:
         return self.status != "Running"
+
+    @property
+    def size(self) -> int:
+        result = self.result
+        return len(self.stdout) + len(self.stderr) + (len(result) if isinstance(result, str) else 64)
 
 
 def _utcnow() -> datetime:
@@ -103,6 +110,14 @@ class Session:
         while len(self.executions) > MAX_EXECUTION_RECORDS:
             self.executions.popitem(last=False)
 
+    def trim(self) -> None:
+        """Forget the oldest finished executions beyond MAX_EXECUTION_BYTES of recorded output."""
+        total = 0
+        for key in reversed(list(self.executions)):
+            total += self.executions[key].size
+            if total > MAX_EXECUTION_BYTES and self.executions[key].finished:
+                del self.executions[key]
+
 
 class _Aborted(Exception):
     """The session went away while its kernel was starting."""
@@ -141,7 +156,7 @@ class SessionPool:
             await self._backend.destroy(session)
 
     async def execute(self, session: Session, code: str, *, timeout: float | None, asynchronous: bool,
-                      operation_id: str | None, output_limit: int | None = None) -> Execution:
+                      operation_id: str | None, output_limit: int | None = None, keep: bool = True) -> Execution:
         """Run ``code``; synchronous calls return the finished execution, asynchronous ones return it running.
 
         Executions in one session run one at a time. The pool's --timeout is the limit; a lower
@@ -157,7 +172,8 @@ class SessionPool:
             execution_type="Asynchronous" if asynchronous else "Synchronous",
             output_limit=output_limit,
         )
-        session.remember(execution)
+        if keep:
+            session.remember(execution)
         session.busy += 1
         task = self._backend.spawn(self._run(session, execution, code, limit))
         if not asynchronous:
@@ -210,6 +226,7 @@ class SessionPool:
         finally:
             session.busy -= 1
             session.touch()
+            session.trim()
 
     @staticmethod
     def _finish(execution: Execution, status: str, *, stdout: str = "", stderr: str = "",

@@ -148,7 +148,10 @@ def _serve(app: Any, sock: socket.socket, backend: Any, announce: Callable[[], N
     # uvicorn's own INFO lines (started, shutting down) only at --log-level debug: our logger says it all.
     config = uvicorn.Config(app, log_config=None, log_level="debug" if log_level == "debug" else "warning",
                             access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False)
+                            timeout_graceful_shutdown=5, server_header=False,
+                            # longer than the client keeps an idle connection (aca_kernel/_http.py), so the
+                            # client, not the pool, closes it: never under a request in flight
+                            timeout_keep_alive=300)
     Server(config).run(sockets=[sock])
 
 

@@ -260,7 +260,8 @@ async def execute_v1(call: Call) -> Response:
     code, timeout, _ = _parse_execution(_fields(props), call.version)
     session = call.session()
     # v1 streams are never cut: whether the service cuts them is unknown (tolerant choice, docs/emulator.md).
-    ex = await call.pool.execute(session, code, timeout=timeout, asynchronous=False, operation_id=None,
+    # 2024-02-02-preview has no GET executions/{id}: nothing would ever read a record of this execution back
+    ex = await call.pool.execute(session, code, timeout=timeout, asynchronous=False, operation_id=None, keep=False,
                                  output_limit=None)
     props_out = {
         "$id": "2",

@@ -147,8 +147,10 @@ class SessionState:
     name: str | None
     first_call: float | None = None  # time.time() of the first call that reached the service
     last_call: float | None = None
-    rich_cells: int = 0  # rich-mode cells that ran in this session (the marker exists remotely)
-    plain_only: bool = False  # the remote side is not IPython: rich mode cannot work there
+    runtime_ready: bool = False  # the session runtime was installed there (as far as this client knows)
+    lost_pending: bool = False  # a completion found the runtime gone: the next cell says so
+    count: int = 0  # the highest prompt number run there (cells without one get the next)
+    python_version: str | None = None  # the session's Python, reported by the runtime
     history: list[str] = field(default_factory=list)  # cells that built the remote state, for %aca_replay
     replay: list[str] = field(default_factory=list)  # the history of a session found recycled
 
@@ -160,7 +162,8 @@ class SessionState:
 
     def reset(self) -> None:
         self.first_call = self.last_call = None
-        self.rich_cells = 0
+        self.runtime_ready = self.lost_pending = False
+        self.count = 0
         self.history.clear()
         self.replay.clear()
 
@@ -184,6 +187,12 @@ class ACAContext:
         self.settings.observe(lambda _change: self._ensure_keepalive(), names=["keepalive"])
 
     # --- sessions ----------------------------------------------------------------------------------
+    @property
+    def colors(self) -> str | None:
+        """The local IPython's colour scheme, which the session's tracebacks and pager follow."""
+        colors = getattr(self.shell, "colors", None)
+        return colors if isinstance(colors, str) else None
+
     @property
     def uses_local_pool(self) -> bool:
         return not self.settings.endpoint

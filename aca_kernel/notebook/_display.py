@@ -1,17 +1,19 @@
-"""How remote outcomes look in Jupyter: tracebacks, errors, the value, the progress line, publishing.
+"""How remote outcomes look in Jupyter: messages, errors, the value, the progress line.
 
-Used by ``%%aca`` (and so by the kernel, which routes every cell through it). Streams go through
-``sys.stdout``/``sys.stderr``; displays through ``publish_display_data``; the value is returned for IPython's
-displayhook (an ``execute_result`` with the execution count); a failure becomes an exception whose class is
-named like the remote one and whose ``_render_traceback_`` gives the remote traceback, so IPython sends one
-``error`` message and an error reply. IPython is imported lazily: the runner uses the traceback parsing here.
+One translation serves both faces. :func:`messages` turns an outcome into the Jupyter messages a local kernel
+would have sent for that cell, in order; the kernel sends them as they are. :func:`publish` replays the same
+messages through IPython's own machinery for ``%%aca`` in a stock kernel (streams through ``sys.stdout``,
+displays through the display publisher, the value through the displayhook, errors through ``_showtraceback``)
+and leaves the failing error for the magic to raise, so IPython ends the cell the way it ends a local failure.
 """
 
 from __future__ import annotations
 
-import re
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ._tracebacks import BOLD, RED, RESET, error_line, exception_message
 
 if TYPE_CHECKING:
     from ._runner import RunOutcome
@@ -20,78 +22,17 @@ __all__ = [
     "Progress",
     "RemoteError",
     "RemoteValue",
-    "colorize_traceback",
-    "error_line",
+    "error_content",
     "in_kernel",
     "interrupted",
+    "messages",
     "one_line_error",
-    "parse_stderr_error",
     "publish",
     "remote_exception",
 ]
 
-RED, GREEN, BOLD, RESET = "\x1b[31m", "\x1b[32m", "\x1b[1m", "\x1b[0m"
+Send = Callable[[str, dict[str, Any]], None]
 
-# --- a failure's stderr (plain mode, service messages) as an IPython-style error -------------------------
-
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::\s?(.*))?$")
-_EXC_NAME = re.compile(r"(Error|Exception|Interrupt|Exit|Warning|Iteration|Timeout)$")
-
-
-def parse_stderr_error(stderr: str, fallback_name: str = "RemoteError") -> tuple[str, str, list[str]]:
-    """(ename, evalue, traceback lines) from a failed execution's stderr."""
-    plain = _ANSI.sub("", stderr or "").rstrip()
-    lines = plain.splitlines()
-    ename, evalue, found = fallback_name, "", False
-    for line in reversed(lines):
-        if not line.strip():
-            continue
-        m = _ERROR_LINE.match(line.strip())
-        if m and (_EXC_NAME.search(m.group(1)) or "." in m.group(1)):
-            ename, evalue, found = m.group(1).rsplit(".", 1)[-1], (m.group(2) or "").strip(), True
-            break
-        if not evalue:
-            evalue = line.strip()
-        if m is None:
-            break
-    if not lines:
-        evalue = evalue or "the remote execution failed without any message"
-    if found:
-        return ename, evalue, colorize_traceback(stderr.rstrip().splitlines())
-    # Not a Python traceback (a service message such as a timeout): one line, plus any other text.
-    rest = [line for line in lines if line.strip() and line.strip() != evalue]
-    return ename, evalue, [f"{RED}{BOLD}{ename}{RESET}: {evalue}", *rest]
-
-
-_CELL_REF = re.compile(r"^(\s*)((?:Cell In\s*\[\d+\]|File [^,]+|Input In \[\d+\]),.*)$")
-_ARROW = re.compile(r"^(\s*)(-+>)(\s*\d+.*)$")
-
-
-def colorize_traceback(lines: list[str]) -> list[str]:
-    """Colour a plain-text IPython traceback the way IPython does; text already coloured is kept."""
-    if any("\x1b[" in line for line in lines):
-        return list(lines)
-    lines = [part for line in lines for part in line.split("\n")]
-    out: list[str] = []
-    last_error = max((i for i, line in enumerate(lines)
-                      if (m := _ERROR_LINE.match(line.strip())) and _EXC_NAME.search(m.group(1))), default=-1)
-    for i, line in enumerate(lines):
-        if i == last_error:
-            name, sep, rest = line.partition(":")
-            out.append(f"{RED}{BOLD}{name}{RESET}{sep}{rest}")
-        elif m := _CELL_REF.match(line):
-            out.append(f"{m.group(1)}{GREEN}{m.group(2)}{RESET}")
-        elif m := _ARROW.match(line):
-            out.append(f"{m.group(1)}{GREEN}{m.group(2)}{RESET}{m.group(3)}")
-        elif line.startswith("-" * 20):
-            out.append(f"{RED}{line}{RESET}")
-        else:
-            out.append(line)
-    return out
-
-
-# --- publishing ---------------------------------------------------------------------------------------
 
 class RemoteError(Exception):
     """A failure to show as a remote traceback (or one line), never as a traceback of our internals."""
@@ -130,24 +71,16 @@ def remote_exception(ename: str, evalue: str, traceback: list[str]) -> RemoteErr
     return cls(evalue, traceback)
 
 
-def _message(exc: BaseException) -> str:
-    """The message of ``exc`` on one line, any bearer token masked ('' when it has none)."""
-    from .._exceptions import error_message
-
-    name = type(exc).__name__
-    message = error_message(exc)
-    return "" if message == name else message.removeprefix(name + ": ")
-
-
-def error_line(exc: BaseException) -> str:
-    """``exc`` as one coloured line, ``Class: message``, the way IPython ends a traceback."""
-    message = _message(exc)
-    return f"{RED}{BOLD}{type(exc).__name__}{RESET}" + (f": {message}" if message else "")
-
-
 def one_line_error(exc: BaseException) -> RemoteError:
     """An exception shown as the one line of ``exc``, never as a traceback of our internals."""
-    return remote_exception(type(exc).__name__, _message(exc), [error_line(exc)])
+    return remote_exception(type(exc).__name__, exception_message(exc), [error_line(exc)])
+
+
+def error_content(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` message content for a failure of our own (network, auth, interrupt): one line."""
+    if isinstance(exc, KeyboardInterrupt):
+        return {"ename": "KeyboardInterrupt", "evalue": str(exc), "traceback": _render_interrupt(exc)}
+    return {"ename": type(exc).__name__, "evalue": exception_message(exc), "traceback": [error_line(exc)]}
 
 
 class RemoteValue:
@@ -168,70 +101,127 @@ def in_kernel(shell: Any) -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
-class Progress:
-    """The elapsed-time line of a long cell: one display, updated in place, removed when the result comes."""
+def messages(outcome: RunOutcome, *, quiet: bool = False,
+             failing_error: bool = True) -> list[tuple[str, dict[str, Any]]]:
+    """The iopub messages (type, content) a local kernel would have sent for this cell, in order.
 
-    def __init__(self, shell: Any, after: float, whole_cell: bool) -> None:
-        self.enabled = in_kernel(shell) and after >= 0
+    ``quiet`` leaves out everything but the failing error; ``failing_error=False`` leaves that one out too.
+    """
+    sent: list[tuple[str, dict[str, Any]]] = []
+    if outcome.notices:
+        sent.append(("stream", {"name": "stderr", "text": "".join(n + "\n" for n in outcome.notices)}))
+    for item in outcome.outputs:
+        kind = item["output_type"]
+        if item is outcome.error:
+            if not failing_error:
+                continue
+        elif quiet:
+            continue
+        if kind == "stream":
+            sent.append(("stream", {"name": item["name"], "text": item["text"]}))
+        elif kind == "error":
+            sent.append(("error", {"ename": item["ename"], "evalue": item["evalue"],
+                                   "traceback": item["traceback"]}))
+        elif kind == "clear_output":
+            sent.append(("clear_output", {"wait": item["wait"]}))
+        elif kind == "execute_result":
+            sent.append(("execute_result", {"data": item["data"], "metadata": item["metadata"],
+                                            "execution_count": item.get("execution_count")}))
+        else:
+            sent.append((kind, {"data": item["data"], "metadata": item["metadata"],
+                                "transient": item.get("transient") or {}}))
+    return sent
+
+
+def publish(outcome: RunOutcome, shell: Any, *, quiet: bool = False,
+            return_value: bool = False) -> RemoteValue | None:
+    """Show an outcome through IPython in the running cell (``%%aca``); the failing error is not shown here.
+
+    The value goes through the displayhook in its place (before figures the cell's end flushes, as locally), or
+    with ``return_value`` is returned instead (``%aca`` as an expression).
+    """
+    from IPython.display import clear_output, publish_display_data
+
+    value = None
+    for kind, content in messages(outcome, quiet=quiet, failing_error=False):
+        if kind == "stream":
+            target = sys.stderr if content["name"] == "stderr" else sys.stdout
+            target.write(content["text"])
+            target.flush()
+        elif kind == "clear_output":
+            clear_output(wait=content["wait"])
+        elif kind == "error":  # shown, but the cell goes on (showtraceback() in the session)
+            exc = remote_exception(content["ename"], content["evalue"], content["traceback"])
+            shell._showtraceback(type(exc), exc, content["traceback"])
+        elif kind == "execute_result":
+            value = RemoteValue(content["data"], content["metadata"])
+            if not return_value:
+                shell.displayhook(value)
+        else:
+            kwargs: dict[str, Any] = {"transient": content["transient"]} if content["transient"] else {}
+            publish_display_data(content["data"], content["metadata"], update=kind == "update_display_data",
+                                 **kwargs)
+    for payload in outcome.payload:
+        source = payload.get("source")
+        if source == "page":
+            from IPython.core import page
+
+            page.page(payload.get("data") or {}, int(payload.get("start") or 0))
+        elif source == "set_next_input":
+            shell.set_next_input(str(payload.get("text", "")), replace=bool(payload.get("replace")))
+    return value if return_value else None
+
+
+class Progress:
+    """The elapsed-time line of a long cell: one display, updated in place, removed when the result comes.
+
+    ``send(msg_type, content)`` delivers it: the kernel sends iopub messages itself, ``%%aca`` goes through
+    IPython's display functions (:func:`ipython_sender`).
+    """
+
+    def __init__(self, send: Send | None, after: float, whole_cell: bool) -> None:
+        self.send = send
+        self.enabled = send is not None and after >= 0
         self.after, self.whole_cell = after, whole_cell
-        self.handle: Any = None
+        self.display_id: str | None = None
         self.shown = -1
 
     def __call__(self, elapsed: float) -> None:
         if not self.enabled or elapsed < self.after or int(elapsed) == self.shown:
             return
-        from IPython.display import display
+        import uuid
 
         self.shown = int(elapsed)
-        bundle = {"text/plain": f"running remotely… {self.shown} s"}
-        if self.handle is None:
-            self.handle = display(bundle, raw=True, display_id=True)
+        content = {"data": {"text/plain": f"running remotely… {self.shown} s"}, "metadata": {}}
+        if self.display_id is None:
+            self.display_id = uuid.uuid4().hex
+            self.send("display_data", {**content, "transient": {"display_id": self.display_id}})
         else:
-            self.handle.update(bundle, raw=True)
+            self.send("update_display_data", {**content, "transient": {"display_id": self.display_id}})
 
     def finish(self) -> None:
-        if self.handle is None:
+        if self.display_id is None:
             return
         if self.whole_cell:
-            from IPython.display import clear_output
-
-            clear_output()  # the progress line is the cell's only output so far
+            self.send("clear_output", {"wait": False})  # the progress line is the cell's only output so far
         else:
-            self.handle.update({"text/plain": ""}, raw=True)
-        self.handle = None
+            self.send("update_display_data", {"data": {"text/plain": ""}, "metadata": {},
+                                              "transient": {"display_id": self.display_id}})
+        self.display_id = None
 
 
-def publish(outcome: RunOutcome, *, quiet: bool = False) -> RemoteValue | None:
-    """Send an outcome's notices and outputs; return the value to display as the execute_result."""
-    from IPython.display import clear_output, publish_display_data
-
-    for notice in outcome.notices:
-        sys.stderr.write(notice + "\n")
-    sys.stderr.flush()
-    if quiet:
+def ipython_sender(shell: Any) -> Send | None:
+    """A ``send`` for :class:`Progress` through IPython's display functions; None outside a kernel."""
+    if not in_kernel(shell):
         return None
-    results = [i for i, item in enumerate(outcome.outputs) if item["output_type"] == "execute_result"]
-    last = results[-1] if results else None
-    value = None
-    for i, item in enumerate(outcome.outputs):
-        kind = item["output_type"]
-        if kind == "stream":
-            target = sys.stderr if item.get("name") == "stderr" else sys.stdout
-            target.write(item.get("text", ""))
-            target.flush()
-        elif kind == "clear_output":
-            clear_output(wait=bool(item.get("wait")))
-        elif kind == "page":
-            from IPython.core import page
 
-            page.page(item.get("data") or {}, int(item.get("start") or 0))  # the kernel's pager payload
-        elif i == last:
-            value = RemoteValue(item.get("data") or {}, item.get("metadata"))
+    def send(kind: str, content: dict[str, Any]) -> None:
+        from IPython.display import clear_output, publish_display_data
+
+        if kind == "clear_output":
+            clear_output(wait=content["wait"])
         else:
-            kwargs: dict[str, Any] = {}
-            if item.get("transient"):
-                kwargs["transient"] = item["transient"]
-            if kind == "update_display_data":
-                kwargs["update"] = True
-            publish_display_data(item.get("data") or {}, item.get("metadata") or {}, **kwargs)
-    return value
+            publish_display_data(content["data"], content["metadata"], transient=content.get("transient"),
+                                 update=kind == "update_display_data")
+
+    return send

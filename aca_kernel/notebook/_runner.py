@@ -1,10 +1,12 @@
-"""The one path from a cell to Jupyter outputs, shared by the kernel and ``%%aca``.
+"""The one path from a cell to Jupyter outputs, shared by the kernel, ``%%aca`` and other callers.
 
-``RemoteRunner.run`` wraps the code for rich mode (``_rich``), calls ``SessionsClient.execute`` once (never
-retried: the code may have run) in a worker thread so the caller's main thread stays interruptible, and turns
-the reply into nbformat-shaped output dicts (``stream``, ``display_data``, ``update_display_data``,
-``clear_output``, ``execute_result``) plus an optional ``error``. The caller publishes them; nothing here
-imports IPython.
+``RemoteRunner.run`` sends the cell as one short call to the session runtime (``_runtime``; installed with the
+first call, and again when a call finds it missing), calls ``SessionsClient.execute`` once per attempt in a
+worker thread so the caller's main thread stays interruptible, and turns the reply into a :class:`RunOutcome`:
+nbformat-shaped outputs in the order the session produced them (``stream``, ``display_data``,
+``update_display_data``, ``clear_output``, ``execute_result``, ``error``), the failing error if any, payloads and
+user expressions. A user's code is never sent twice: a call is repeated only when it answered that the runtime
+was missing, which it checks before running anything. Nothing here imports IPython.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import logging
 import os
 import pickle
+import queue
 import tempfile
 import threading
 import time
@@ -22,9 +25,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._config import V2_API_VERSIONS
-from . import _introspect, _rich
+from . import _runtime
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
-from ._display import colorize_traceback, parse_stderr_error
+from ._tracebacks import colorize_traceback, parse_stderr_error
 
 if TYPE_CHECKING:
     from .._models import ExecutionResult
@@ -33,8 +36,7 @@ __all__ = ["ExecutionInterrupted", "RemoteRunner", "RunOutcome"]
 
 logger = logging.getLogger("aca_kernel.runner")
 
-# MIME types not to forward: widget models live in the remote kernel, which has no comms to this frontend,
-# and the local pool's own value formatter (application/vnd.aca.value+json) is for the service reply only.
+# Widget views need a comm channel to the session, which does not exist: never forward them.
 _DROP_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json",
                "application/vnd.aca.")
 # v2 API versions cut stdout/stderr at outputStreamsMaxLength, 4096 characters by default.
@@ -57,8 +59,11 @@ class RunOutcome:
     """What one remote cell produced, ready to publish."""
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None  # {"ename", "evalue", "traceback"}
+    error: dict[str, Any] | None = None  # {"ename", "evalue", "traceback"}: the error that failed the cell
     notices: list[str] = field(default_factory=list)  # one-line notes for stderr, shown before the outputs
+    payload: list[dict[str, Any]] = field(default_factory=list)  # page, set_next_input, ask_exit
+    user_expressions: dict[str, Any] = field(default_factory=dict)
+    count: int | None = None  # the prompt number the session ran the cell as
     session_lost: bool = False
     replayable: int = 0  # cells %aca_replay would re-run after a lost session
     value: Any = None
@@ -83,31 +88,55 @@ def _is_json_value(value: Any) -> bool:
         return False
 
 
+class _Calls:
+    """Blocking calls off the caller's thread, on reused daemon threads.
+
+    Reused because a thread per cell costs time on the hot path; daemon because an abandoned call (an
+    interrupted cell) must never hold up the process's exit; more than one because an abandoned call may
+    still be waiting for its reply when the next one starts.
+    """
+
+    def __init__(self) -> None:
+        self._idle: queue.SimpleQueue[queue.SimpleQueue[Any]] = queue.SimpleQueue()
+
+    def start(self, func: Callable[[], Any]) -> tuple[threading.Event, dict[str, Any]]:
+        done, box = threading.Event(), {}
+        try:
+            inbox = self._idle.get_nowait()
+        except queue.Empty:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="aca-call", daemon=True).start()
+        inbox.put((func, done, box))
+        return done, box
+
+    def _serve(self, inbox: queue.SimpleQueue[Any]) -> None:
+        while True:
+            func, done, box = inbox.get()
+            try:
+                box["result"] = func()
+            except BaseException as exc:  # handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+            self._idle.put(inbox)
+
+
 class RemoteRunner:
     """Runs cells of one :class:`ACAContext` remotely and converts the replies."""
 
     def __init__(self, context: ACAContext) -> None:
         self.context = context
+        self._calls = _Calls()
 
     # --- the execute call ---------------------------------------------------------------------------------
     def _call(self, state: SessionState, code: str, timeout: float | None,
               on_wait: Callable[[float], None] | None, give_up_after: float | None = None) -> ExecutionResult:
-        box: dict[str, Any] = {}
-        done = threading.Event()
         client = state.client
-
-        def work() -> None:
-            try:
-                box["result"] = client.execute(code, timeout=timeout)
-            except BaseException as exc:  # handed to the waiting thread
-                box["error"] = exc
-            finally:
-                done.set()
-
-        threading.Thread(target=work, name="aca-execute", daemon=True).start()
+        done, box = self._calls.start(lambda: client.execute(code, timeout=timeout))
         start = time.monotonic()
         try:
-            # Short waits keep the main thread responsive to SIGINT (the kernel's interrupt).
+            # Short waits keep the main thread responsive to SIGINT (the kernel's interrupt); a finished call
+            # wakes the wait at once.
             while not done.wait(0.2):
                 elapsed = time.monotonic() - start
                 if give_up_after is not None and elapsed > give_up_after:
@@ -115,7 +144,7 @@ class RemoteRunner:
                 if on_wait is not None:
                     try:
                         on_wait(elapsed)
-                    except Exception as exc:  # a progress display that fails must not abandon a running cell
+                    except Exception as exc:  # a failing progress display must not abandon a running cell
                         logger.info("progress display failed: %s", exc)
                         on_wait = None
         except KeyboardInterrupt:
@@ -126,88 +155,146 @@ class RemoteRunner:
             raise box["error"]
         return box["result"]
 
+    def _runtime_call(self, state: SessionState, make_code: Callable[[bool], str], timeout: float | None,
+                      on_wait: Callable[[float], None] | None = None,
+                      give_up_after: float | None = None) -> tuple[ExecutionResult, bool]:
+        """Send a runtime call, installing the runtime first when the session lacks it.
+
+        Returns the execution and whether the session turned out to have lost a runtime it had (recycled, or its
+        kernel restarted). The repeat after ``MISSING`` is safe: the call checked for the runtime first.
+        """
+        lost = False
+        result = self._call(state, make_code(not state.runtime_ready), timeout, on_wait, give_up_after)
+        if result.succeeded and _runtime.is_missing(result.result):
+            lost = state.runtime_ready
+            state.runtime_ready = False
+            result = self._call(state, make_code(True), timeout, on_wait, give_up_after)
+        if result.succeeded and not _runtime.is_missing(result.result):
+            state.runtime_ready = True
+        return result, lost
+
     # --- cells -----------------------------------------------------------------------------------------------
     def run(self, code: str, *, session: str | None = None, rich: bool | None = None, timeout: float | None = None,
             export_value: bool = False, on_wait: Callable[[float], None] | None = None,
-            endpoint: str | None = None, api_version: str | None = None) -> RunOutcome:
+            endpoint: str | None = None, api_version: str | None = None, count: int | None = None,
+            store_history: bool = True, silent: bool = False,
+            user_expressions: dict[str, str] | None = None) -> RunOutcome:
         """Run ``code`` once in the (named) session and return what to publish.
 
-        Client errors (auth, network, configuration) propagate as ``ACASessionsError``; an interrupt raises
-        :class:`ExecutionInterrupted`. A failing cell is an outcome with ``error`` set.
+        ``count`` is the prompt number the cell gets in the session (``In[count]``, ``Cell In[count]``); by
+        default the session's cells are numbered 1, 2, ... Client errors (auth, network, configuration) propagate
+        as ``ACASessionsError``; an interrupt raises :class:`ExecutionInterrupted`. A failing cell is an outcome
+        with ``error`` set.
         """
         settings = self.context.settings
         state = self.context.session(session, endpoint=endpoint, api_version=api_version)
         outcome = RunOutcome()
         use_rich = settings.rich if rich is None else rich
-        use_rich = use_rich and not state.plain_only
         timeout = timeout if timeout is not None else settings.timeout
         limit = max(int(settings.max_output_bytes), 1024)
-        tag = uuid.uuid4().hex[:12]
-        sent = _rich.wrap_code(code, tag=tag, max_output_bytes=limit, export_value=export_value) if use_rich else code
-        result = self._call(state, sent, timeout, on_wait)
-        outcome.execution = result
-        if self.context.local_note_pending:  # said with the first reply, so a failed first call does not lose it
-            self.context.local_note_pending = False
-            outcome.notices.append(self.context.local_pool_note)
-        envelope = _rich.parse_envelope(result.result) if use_rich and result.succeeded else None
-        if envelope is not None and not envelope.ipython:
-            state.plain_only = True  # the remote side is plain Python: stop wrapping from now on
-        if envelope is not None:
-            self._from_envelope(outcome, envelope, result, state, limit)
+        v2 = state.client.api_version in V2_API_VERSIONS
+        if count is None:
+            count = state.count + 1
+        if store_history and not silent:
+            state.count = max(state.count, count)
+        outcome.count = count
+        if not use_rich:
+            result = self._call(state, code, timeout, on_wait)
+            self._note_local_pool(outcome)
+            outcome.execution = result
+            self._from_plain(outcome, result, limit, export_value, v2)
         else:
-            if use_rich and result.succeeded:
-                logger.info("rich envelope missing or unreadable; showing the plain reply")
-            self._from_plain(outcome, result, limit, export_value, state.client.api_version in V2_API_VERSIONS)
-        if outcome.ok:
+            options = {"store_history": store_history, "silent": silent, "max_bytes": limit,
+                       "colors": self.context.colors,
+                       "user_expressions": user_expressions or None, "export": export_value,
+                       "tag": uuid.uuid4().hex[:12] if export_value else None}
+            result, lost = self._runtime_call(
+                state, lambda install: _runtime.cell_code(code, count=count, options=options, install=install),
+                timeout, on_wait)
+            self._note_local_pool(outcome)
+            outcome.execution = result
+            lost, state.lost_pending = lost or state.lost_pending, False
+            envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
+            if envelope is not None:
+                self._lost(outcome, state, lost, envelope.runtime)
+                self._from_envelope(outcome, envelope, result, state, limit, v2)
+            else:
+                if result.succeeded:
+                    logger.info("the session's reply carried no envelope; showing the plain reply")
+                self._from_plain(outcome, result, limit, export_value, v2)
+        if outcome.ok and store_history and not silent:
             state.history.append(code)
         return outcome
 
-    def _lost(self, outcome: RunOutcome, envelope: _rich.Envelope, state: SessionState) -> None:
-        if envelope.fresh and state.rich_cells > 0:
-            outcome.session_lost = True
-            state.replay = list(state.history)
-            state.history.clear()
-            outcome.replayable = len(state.replay)
-            outcome.notices.append(
-                f"The remote session {state.client.session_id} was recycled (idle past the pool's cooldown, or "
-                f"it crashed): variables, imports and files from earlier cells are gone. "
-                f"Run %aca_replay to re-run the {len(state.replay)} cell(s) that built them."
-            )
-        state.rich_cells += 1
+    def _note_local_pool(self, outcome: RunOutcome) -> None:
+        if self.context.local_note_pending:  # said with the first reply, so a failed first call does not lose it
+            self.context.local_note_pending = False
+            outcome.notices.append(self.context.local_pool_note)
 
-    def _from_envelope(self, outcome: RunOutcome, envelope: _rich.Envelope, result: ExecutionResult,
-                       state: SessionState, limit: int) -> None:
-        self._lost(outcome, envelope, state)
-        # Output written below Python (C extensions, subprocesses) bypasses the wrapper and arrives as the
-        # service's own streams, ahead of what the wrapper recorded.
-        self._streams(outcome, result, limit, state.client.api_version in V2_API_VERSIONS)
+    def _lost(self, outcome: RunOutcome, state: SessionState, lost: bool, runtime: dict[str, Any] | None) -> None:
+        if runtime is not None and isinstance(runtime.get("python"), str):
+            state.python_version = runtime["python"]
+        if not lost:
+            return
+        files_kept = bool(runtime and runtime.get("files_kept"))
+        state.replay = list(state.history)
+        state.history.clear()
+        outcome.session_lost = True
+        outcome.replayable = len(state.replay)
+        what = ("its Python process restarted (it crashed, ran out of memory or was restarted): variables and "
+                "imports from earlier cells are gone; files in /mnt/data are kept"
+                if files_kept else
+                "it was recycled (idle past the pool's cooldown, or deleted): variables, imports and files in "
+                "/mnt/data from earlier cells are gone")
+        replay = (f" %aca_replay shows the {len(state.replay)} cell(s) that built that state and re-runs them."
+                  if state.replay else "")
+        outcome.notices.append(f"The remote session {state.client.session_id} lost its state: {what}.{replay}")
+
+    def _from_envelope(self, outcome: RunOutcome, envelope: _runtime.Envelope, result: ExecutionResult,
+                       state: SessionState, limit: int, v2: bool) -> None:
+        # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
+        # service's own streams, ahead of what the runtime recorded.
+        self._streams(outcome, result, limit, v2)
         for item in envelope.outputs:
             kind = item.get("output_type")
             if kind in ("display_data", "update_display_data", "execute_result"):
-                data = _dict(item.get("data"))
-                data = {k: v for k, v in data.items() if not k.startswith(_DROP_MIMES)}
+                data = {k: v for k, v in _dict(item.get("data")).items() if not k.startswith(_DROP_MIMES)}
                 if not data:
                     continue
-                transient = _dict(item.get("transient"))
+                transient, ran_as = _dict(item.get("transient")), item.get("execution_count")
                 item = {"output_type": kind, "data": data, "metadata": _dict(item.get("metadata")),
                         **({"transient": transient} if transient else {})}
+                if kind == "execute_result":
+                    item["execution_count"] = ran_as if isinstance(ran_as, int) else outcome.count
             elif kind == "stream":
-                item = {"output_type": "stream", "name": item.get("name", "stdout"), "text": str(item.get("text", ""))}
-            elif kind == "page":
-                data = _dict(item.get("data"))
-                if not data:
-                    continue
-                start = item.get("start")
-                item = {"output_type": "page", "data": data, "start": start if isinstance(start, int) else 0}
-            elif kind != "clear_output":
+                item = {"output_type": "stream", "name": "stderr" if item.get("name") == "stderr" else "stdout",
+                        "text": str(item.get("text", ""))}
+            elif kind == "error":
+                tb = item.get("traceback")
+                item = {"output_type": "error", "ename": str(item.get("ename") or "Error"),
+                        "evalue": str(item.get("evalue") or ""),
+                        "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
+            elif kind == "clear_output":
+                item = {"output_type": "clear_output", "wait": bool(item.get("wait"))}
+            else:
                 continue
             outcome.outputs.append(item)
         if envelope.truncated:
             outcome.outputs.append(self._cut_notice(limit))
-        if envelope.error is not None:
+        if envelope.status == "error" and envelope.error is not None:
             err = envelope.error
-            outcome.error = {"ename": str(err.get("ename") or "Error"), "evalue": str(err.get("evalue") or ""),
-                             "traceback": colorize_traceback([str(x) for x in err["traceback"]])}
+            failing = {"output_type": "error", "ename": str(err.get("ename") or "Error"),
+                       "evalue": str(err.get("evalue") or ""),
+                       "traceback": colorize_traceback([str(x) for x in err["traceback"]])}
+            # The failing error is the last one the session showed; it is the cell's error, in its place.
+            shown = [o for o in outcome.outputs if o["output_type"] == "error"]
+            if shown and shown[-1]["ename"] == failing["ename"] and shown[-1]["evalue"] == failing["evalue"]:
+                outcome.error = shown[-1]
+            else:
+                outcome.outputs.append(failing)
+                outcome.error = failing
+        outcome.payload = [p for p in envelope.payload if isinstance(p.get("source"), str)]
+        outcome.user_expressions = envelope.user_expressions
         if envelope.has_value:
             outcome.value, outcome.has_value = envelope.value, True
         elif envelope.value_file:
@@ -250,7 +337,8 @@ class RemoteRunner:
             if fallback == "TimeoutError":
                 tb.append(f"The cell ran past its time limit (%%aca --timeout, or the service's {EXECUTION_LIMIT_S} s); "
                           f"nothing was retried.")
-            outcome.error = {"ename": ename, "evalue": evalue, "traceback": tb}
+            outcome.error = {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": tb}
+            outcome.outputs.append(outcome.error)
             return
         image = result.image
         if image is not None:
@@ -267,7 +355,8 @@ class RemoteRunner:
         text = value if isinstance(value, str) else json.dumps(value)
         if len(text) > limit:
             text = text[:limit] + f"\n[value cut at {limit:,} bytes]"
-        outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {}})
+        outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {},
+                                "execution_count": outcome.count})
 
     # --- values in and out (--out / -i) ----------------------------------------------------------------------
     def _fetch_value(self, state: SessionState, remote_name: str) -> Any:
@@ -309,23 +398,28 @@ class RemoteRunner:
         state.history.append(f"# -i {name} (a local value sent to the session)")
 
     # --- completion and inspection ---------------------------------------------------------------------------
-    def _reply(self, code: str, session: str | None, endpoint: str | None,
+    def _reply(self, make_code: Callable[[bool], str], session: str | None, endpoint: str | None,
                api_version: str | None) -> dict[str, Any] | None:
         try:  # a bad endpoint or a local pool that cannot start mean no completions too, never an error
             state = self.context.session(session, endpoint=endpoint, api_version=api_version)
-            result = self._call(state, code, None, None, give_up_after=self.context.settings.complete_timeout)
+            result, lost = self._runtime_call(state, make_code, None,
+                                              give_up_after=self.context.settings.complete_timeout)
         except (Exception, KeyboardInterrupt) as exc:
             logger.info("completion/inspection request failed: %s", exc)
             return None
-        return _introspect.parse_json_reply(result.result) if result.succeeded else None
+        if lost:  # said with the next cell, whose outcome carries the notice
+            state.lost_pending = True
+        return _runtime.parse_reply(result.result) if result.succeeded else None
 
     def complete(self, code: str, cursor_pos: int, *, session: str | None = None, endpoint: str | None = None,
                  api_version: str | None = None) -> dict[str, Any] | None:
-        return self._reply(_introspect.complete_code(code, cursor_pos), session, endpoint, api_version)
+        return self._reply(lambda install: _runtime.complete_code(code, cursor_pos, install=install),
+                           session, endpoint, api_version)
 
     def inspect(self, name: str, detail_level: int = 0, *, session: str | None = None, endpoint: str | None = None,
                 api_version: str | None = None) -> dict[str, Any] | None:
-        return self._reply(_introspect.inspect_code(name, detail_level), session, endpoint, api_version)
+        return self._reply(lambda install: _runtime.inspect_code(name, detail_level, install=install),
+                           session, endpoint, api_version)
 
 
 _LOAD_PICKLE = (

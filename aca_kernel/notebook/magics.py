@@ -17,7 +17,15 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Bool
 
 from ._context import ACAContext, get_context, parse_bool
-from ._display import Progress, in_kernel, interrupted, one_line_error, publish, remote_exception
+from ._display import (
+    Progress,
+    in_kernel,
+    interrupted,
+    ipython_sender,
+    one_line_error,
+    publish,
+    remote_exception,
+)
 from ._runner import ExecutionInterrupted, RemoteRunner
 
 __all__ = ["ACAMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -106,12 +114,14 @@ class ACAMagics(Magics):
         if not code.strip():
             return None
         where = {"session": args.session, "endpoint": args.endpoint, "api_version": args.api_version}
-        progress = Progress(self.shell, self.context.settings.progress_after, whole_cell)
+        progress = Progress(ipython_sender(self.shell), self.context.settings.progress_after, whole_cell)
+        # The session numbers the cell like this notebook does (In[n], Cell In[n] in tracebacks).
+        count = self.shell.displayhook.prompt_count
         try:
             for name in inputs:
                 self.runner.send_variable(name, self.shell.user_ns[name], **where)
             outcome = self.runner.run(code, rich=False if args.plain else None, timeout=args.timeout,
-                                      export_value=out is not None, on_wait=progress, **where)
+                                      export_value=out is not None, on_wait=progress, count=count, **where)
         except ExecutionInterrupted as exc:
             raise interrupted(str(exc)) from None
         except KeyboardInterrupt:  # starting the session, or a transfer (-i / --out): no user code was running
@@ -124,7 +134,7 @@ class ACAMagics(Magics):
         finally:
             progress.finish()
         try:
-            value = publish(outcome, quiet=args.quiet)
+            value = publish(outcome, self.shell, quiet=args.quiet, return_value=not whole_cell)
         except Exception as exc:  # a reply we cannot show must not take the kernel down
             raise self._error(exc) from None
         if outcome.session_lost and outcome.replayable:

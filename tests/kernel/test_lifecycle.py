@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from conftest import wait_until
 from jupyter_client.manager import start_new_kernel
 
 from .conftest import write_kernelspec
@@ -248,12 +249,12 @@ def test_the_token_reaches_no_output_log_or_repr(kernel, pool, tmp_path):
 
 
 def test_start_up_stays_light_until_the_first_remote_cell(kernel):
-    # Kernel start, silent probes, local magics and completion import none of the heavy dependencies.
+    # Kernel start, silent probes, local magics and completion import none of the heavy dependencies; the HTTP
+    # client is loaded in the background once the kernel is up, so the first cell does not wait for it.
     _km, kc = kernel()
     run(kc, "import sys", silent=True)
-    # Before any session exists not even the HTTP client is loaded (aca_kernel loads it on first use).
-    _, out = run(kc, "%%local\nimport sys\nprint('httpx' in sys.modules, 'aca_kernel._client' in sys.modules)")
-    assert text(out) == "False False\n"
+    probe = "%%local\nimport sys\nprint('httpx' in sys.modules, 'aca_kernel._client' in sys.modules)"
+    assert wait_until(lambda: text(run(kc, probe)[1]) == "True True\n", timeout=30, interval=0.3)
     run(kc, "%aca_session")
     run(kc, "%aca_config")
     kc.complete("pri", 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 
 import pytest
@@ -41,8 +42,9 @@ def test_error_is_one_error_message_with_remote_traceback(kc):
     assert reply["ename"] == "ZeroDivisionError" and reply["evalue"] == "division by zero"
     assert kinds(out) == ["error"]
     tb = "\n".join(out[0]["content"]["traceback"])
-    assert "line 2" in tb and "return 1 / 0" in tb
     assert "\x1b[" in tb  # coloured like IPython's
+    tb = re.sub(r"\x1b\[[0-9;]*m", "", tb)
+    assert "line 2" in tb and "return 1 / 0" in tb
     assert "aca_kernel" not in tb and "_runner" not in tb
     assert "_aca_rich" not in tb and "run_cell" not in tb and "<string>" not in tb  # no wrapper frames
 
@@ -248,9 +250,14 @@ def test_completion_and_inspection_follow_the_cell_to_its_session(kc):
         content = _shell_reply(kc, kc.inspect(cell, len(cell)))
         assert content["found"] and "int" in content["data"]["text/plain"]
         assert _shell_reply(kc, kc.inspect("side_only_value", 15))["found"] is False
-        # the body of another cell magic runs in this kernel: it completes here
+        # %%local cells complete here; any other cell magic runs in the session and completes there
         run(kc, "%%local\nlocal_only_thing = 1")
-        cell = "%%time\nlocal_only_t"
+        run(kc, "remote_only_thing = 1")
+        cell = "%%local\nlocal_only_t"
         assert _shell_reply(kc, kc.complete(cell, len(cell)))["matches"] == ["local_only_thing"]
+        cell = "%%time\nremote_only_t"
+        assert _shell_reply(kc, kc.complete(cell, len(cell)))["matches"] == ["remote_only_thing"]
+        cell = "%%time\nlocal_only_t"
+        assert _shell_reply(kc, kc.complete(cell, len(cell)))["matches"] == []
     finally:
         run(kc, "%aca_config complete_timeout=3")

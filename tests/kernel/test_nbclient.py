@@ -22,7 +22,9 @@ def test_notebook_runs_and_keeps_outputs():
     assert outs[0][0]["text"] == "ready\n"
     assert outs[1][0]["output_type"] == "execute_result" and outs[1][0]["data"]["text/plain"] == "40"
     assert outs[2][0]["text"] == "here\n"
-    assert "image/png" in outs[3][0]["data"]
+    # as in a local kernel: the value first, then the figure the inline backend shows at the end of the cell
+    assert [o["output_type"] for o in outs[3]] == ["execute_result", "display_data"]
+    assert "Line2D" in outs[3][0]["data"]["text/plain"] and "image/png" in outs[3][1]["data"]
 
 
 def test_error_cell_stops_the_run_with_the_remote_ename():

@@ -1,4 +1,4 @@
-"""The rich-mode wrapper and reply parsing on their own, plus faults the emulator cannot produce.
+"""The session runtime's calls and reply parsing on their own, plus faults the emulator cannot produce.
 
 Fault injection (garbled envelopes, a vanished value file, image formats the emulator never returns) uses httpx.MockTransport, the
 client's test seam; everything else, including the service's 4096-character cut of v2 streams, runs against the
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import platform
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,43 +17,49 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from aca_kernel.notebook import _rich
+from aca_kernel.notebook import _runtime
 from aca_kernel.notebook._context import ACAContext, ACASettings
-from aca_kernel.notebook._display import parse_stderr_error
 from aca_kernel.notebook._runner import RemoteRunner
+from aca_kernel.notebook._tracebacks import parse_stderr_error
 
 
-def test_wrapper_falls_back_inside_plain_python():
-    # A remote side without IPython still runs the cell and says so in the envelope.
-    wrapped = _rich.wrap_code("x = 2\nprint('out')\nx * 21", tag="t", max_output_bytes=10_000)
-    script = f"import sys\nvalue = {wrapped}\nsys.stdout.write('\\n' + value)"
+def test_runtime_falls_back_inside_plain_python():
+    # A session without IPython still runs the cell through the runtime, and says so in the envelope.
+    call = _runtime.cell_code("x = 2\nprint('out')\nx * 21", count=3, install=True)
+    install, expr = call.rsplit("\n", 1)
+    script = f"import sys\n{install}\nvalue = {expr}\nsys.stdout.write('\\n' + value)"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    lines = proc.stdout.splitlines()
-    assert lines[0] == "out"
-    env = _rich.parse_envelope(lines[-1])
-    assert env is not None and env.ipython is False
-    assert env.outputs == [{"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {}}]
+    env = _runtime.parse_envelope(proc.stdout.splitlines()[-1])
+    assert env is not None and env.ipython is False and env.runtime["python"] == platform.python_version()
+    assert env.outputs == [{"output_type": "stream", "name": "stdout", "text": "out\n"},
+                           {"output_type": "execute_result", "data": {"text/plain": "42"}, "metadata": {},
+                            "execution_count": 3}]
+
+
+def test_a_call_without_the_runtime_answers_missing_and_runs_nothing():
+    call = _runtime.cell_code("open('ran', 'w').close()", count=1)
+    proc = subprocess.run([sys.executable, "-c", f"import sys\nsys.stdout.write({call})"], capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert _runtime.is_missing(proc.stdout) and _runtime.is_missing(repr(proc.stdout))
 
 
 @pytest.mark.parametrize("value", [
-    None, 42, "plain text", "@@ACA-RICH/1@@{not json", "@@ACA-RICH/9@@{}", '@@ACA-RICH/1@@{"v": 1}',
-    {"type": "image"},
+    None, 42, "plain text", "@@ACA-RICH/2@@{not json", "@@ACA-RICH/9@@{}", '@@ACA-RICH/2@@{"v": 1}',
+    '@@ACA-RICH/1@@{"v": 1, "outputs": []}', {"type": "image"},
 ])
 def test_garbled_or_missing_envelopes_are_rejected(value):
-    assert _rich.parse_envelope(value) is None
+    assert _runtime.parse_envelope(value) is None
 
 
 def test_envelope_quoted_by_the_service_is_still_read():
-    body = '@@ACA-RICH/1@@{"v": 1, "outputs": [], "fresh": true}'
-    assert _rich.parse_envelope(repr(body)).fresh is True
+    body = '@@ACA-RICH/2@@{"v": 2, "outputs": [], "count": 7}'
+    assert _runtime.parse_envelope(repr(body)).count == 7
 
 
 def test_completion_reply_quoted_by_the_service_is_still_read():
-    from aca_kernel.notebook._introspect import REPLY_MARKER, parse_json_reply
-
-    body = REPLY_MARKER + '{"found": true, "data": {}}'
-    assert parse_json_reply(body) == parse_json_reply(repr(body)) == {"found": True, "data": {}}
-    assert parse_json_reply(repr(body)[:-2] + "'") is None
+    body = _runtime.REPLY_MARKER + '{"found": true, "data": {}}'
+    assert _runtime.parse_reply(body) == _runtime.parse_reply(repr(body)) == {"found": True, "data": {}}
+    assert _runtime.parse_reply(repr(body)[:-2] + "'") is None
 
 
 @pytest.mark.parametrize("stderr, ename, evalue", [
@@ -96,7 +103,7 @@ def test_garbled_envelope_falls_back_to_the_plain_reply():
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(json.loads(request.content))
-        return _v2_reply("printed\n", "@@ACA-RICH/1@@{truncated")
+        return _v2_reply("printed\n", "@@ACA-RICH/2@@{truncated")
 
     ctx = _context(handler)
     outcome = RemoteRunner(ctx).run("print('printed')")
@@ -188,24 +195,26 @@ def test_rich_mode_returns_long_output_whole_through_the_value(pool, monkeypatch
                                {"output_type": "stream", "name": "stderr", "text": "e" * 6000 + "\n"}]
 
 
-def test_a_remote_side_without_ipython_gets_plain_code_from_then_on():
+def test_the_runtime_is_sent_once_and_again_only_when_the_session_lost_it():
     sent = []
+    envelope = '@@ACA-RICH/2@@{"v": 2, "outputs": [{"output_type": "stream", "name": "stdout", "text": "hi\\n"}]}'
 
     def handler(request: httpx.Request) -> httpx.Response:
         code = json.loads(request.content)["code"]
         sent.append(code)
-        if len(sent) == 1:  # what the wrapper returns in a plain Python interpreter
-            return _v2_reply("hi\n", '@@ACA-RICH/1@@{"v": 1, "ipython": false, "fresh": true, "outputs": '
-                                     '[{"output_type": "execute_result", "data": {"text/plain": "3"}, "metadata": {}}]}')
-        return _v2_reply("", 4)
+        if len(sent) == 3:  # the session was recycled: the call finds no runtime and runs nothing
+            return _v2_reply("", _runtime.MISSING)
+        return _v2_reply("", envelope)
 
     runner = RemoteRunner(_context(handler))
-    first = runner.run("print('hi')\n1 + 2")
-    assert first.ok and first.notices == []  # silently
-    assert [o["output_type"] for o in first.outputs] == ["stream", "execute_result"]
-    second = runner.run("2 + 2")
-    assert sent[0] != "print('hi')\n1 + 2" and sent[1] == "2 + 2"
-    assert second.outputs == [{"output_type": "execute_result", "data": {"text/plain": "4"}, "metadata": {}}]
+    first = runner.run("print('hi')")
+    second = runner.run("print('hi')")
+    third = runner.run("print('hi')")
+    assert len(sent) == 4
+    assert len(sent[0]) > 5000 and len(sent[1]) < 400 and len(sent[2]) < 400 and len(sent[3]) > 5000
+    assert sent[3].endswith(sent[2])  # the same call again, after the runtime this time
+    assert first.ok and second.ok and first.notices == second.notices == []
+    assert third.ok and third.session_lost and "lost its state" in third.notices[0]
 
 
 def test_completion_with_an_unusable_endpoint_gives_nothing_rather_than_an_error():
@@ -218,36 +227,38 @@ def test_completion_with_an_unusable_endpoint_gives_nothing_rather_than_an_error
 def test_garbled_fields_inside_a_readable_envelope_do_not_fail_the_cell():
     # The cell ran; fields of the wrong type are dropped or defaulted, never an error (and never a re-send).
     sent = []
-    body = {"v": 1, "count": "x", "outputs": [
+    body = {"v": 2, "count": "x", "payload": "p", "user_expressions": [], "outputs": [
         {"output_type": "display_data", "data": ["not", "a", "bundle"], "metadata": {}},
         {"output_type": "display_data", "data": {"text/plain": "kept"}, "metadata": [1], "transient": "t"},
         {"output_type": "page", "data": {"text/plain": "doc"}, "start": "top"},
+        {"output_type": "error", "ename": None, "traceback": "tb"},
         {"output_type": "stream", "name": "stdout", "text": "ok\n"},
     ]}
 
     def handler(request: httpx.Request) -> httpx.Response:
         sent.append(request)
-        return _v2_reply("", "@@ACA-RICH/1@@" + json.dumps(body))
+        return _v2_reply("", "@@ACA-RICH/2@@" + json.dumps(body))
 
-    outcome = RemoteRunner(_context(handler)).run("anything")
+    outcome = RemoteRunner(_context(handler)).run("anything", count=4)
     assert len(sent) == 1 and outcome.ok
     assert outcome.outputs == [
         {"output_type": "display_data", "data": {"text/plain": "kept"}, "metadata": {}},
-        {"output_type": "page", "data": {"text/plain": "doc"}, "start": 0},
+        {"output_type": "error", "ename": "Error", "evalue": "", "traceback": []},
         {"output_type": "stream", "name": "stdout", "text": "ok\n"},
     ]
+    assert outcome.payload == [] and outcome.user_expressions == {} and outcome.count == 4
 
 
 def test_a_value_that_cannot_be_fetched_keeps_the_outputs_and_runs_nothing_again():
     # The value file vanishing between the cell and the download is a fault the pool does not produce.
     executions = []
-    body = {"v": 1, "outputs": [{"output_type": "stream", "name": "stdout", "text": "done\n"}],
+    body = {"v": 2, "outputs": [{"output_type": "stream", "name": "stdout", "text": "done\n"}],
             "value_file": ".aca-out-x.pkl"}
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/executions"):
             executions.append(request)
-            return _v2_reply("", "@@ACA-RICH/1@@" + json.dumps(body))
+            return _v2_reply("", "@@ACA-RICH/2@@" + json.dumps(body))
         return httpx.Response(404, json={"error": {"code": "NotFound", "message": "no such file"}})
 
     outcome = RemoteRunner(_context(handler)).run("make()", export_value=True)
@@ -288,7 +299,8 @@ def test_every_setting_has_a_kernel_option():
 
 
 def test_a_one_line_error_is_one_line_without_the_token():
-    from aca_kernel.notebook._display import error_line, one_line_error
+    from aca_kernel.notebook._display import one_line_error
+    from aca_kernel.notebook._tracebacks import error_line
 
     err = one_line_error(RuntimeError("request failed\nAuthorization: Bearer secret.token.value"))
     (line,) = err._render_traceback_()
