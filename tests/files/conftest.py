@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 V1 = "2024-02-02-preview"
 V2 = "2025-10-02-preview"
@@ -59,6 +60,38 @@ class GatedTransport(httpx.HTTPTransport):
 
     def release(self) -> None:
         self._gate.set()
+
+
+@pytest.fixture
+def shell(pool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A real shell with ``%load_ext aca_sessions``, its context pointed at the pool, cwd in a temp folder."""
+    monkeypatch.setenv("ACA_POOL_MANAGEMENT_ENDPOINT", pool.endpoint)
+    monkeypatch.setenv("ACA_TOKEN", pool.token)
+    monkeypatch.setenv("ACA_SESSION_ID", f"magic-{uuid.uuid4().hex[:12]}")
+    monkeypatch.delenv("ACA_API_VERSION", raising=False)
+    monkeypatch.chdir(tmp_path)
+    ip = InteractiveShell.instance()
+    if "aca_sessions" in ip.extension_manager.loaded:
+        ip.run_line_magic("unload_ext", "aca_sessions")
+    ip._aca_context = None
+    ip.run_line_magic("load_ext", "aca_sessions")
+    yield ip
+    ip.run_line_magic("unload_ext", "aca_sessions")
+
+
+def client_of(ip, name: str | None = None):
+    from aca_kernel.notebook._context import get_context
+
+    return get_context(ip).client(name)
+
+
+def reload_extension(ip, monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """The extension again, with ``env`` set (e.g. ACA_API_VERSION): a fresh context and default session."""
+    ip.run_line_magic("unload_ext", "aca_sessions")
+    ip._aca_context = None
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ip.run_line_magic("load_ext", "aca_sessions")
 
 
 @pytest.fixture

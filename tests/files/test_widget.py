@@ -473,7 +473,7 @@ def test_double_upload_of_the_same_name_runs_once(pool, browsers) -> None:
         assert reply["op"] == "accepted"
         page.send({"op": "chunk", "id": first, "seq": 0, "offset": 0}, [memoryview(b"a,b")])
         assert gate.wait_held(1)
-        second, reply = page.begin("x.csv", 3)  # picked again while the first still uploads
+        _second, reply = page.begin("x.csv", 3)  # picked again while the first still uploads
         assert reply["op"] == "rejected" and "already uploading" in reply["error"]
         gate.release()
         assert page.wait_for(first, "done")["op"] == "done" and fb.wait()
