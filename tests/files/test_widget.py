@@ -1,6 +1,6 @@
 """FileBrowser's Python side against a real local pool: the table, sorting, folders, transfers, errors.
 
-Front-end events are simulated the way Lab sends them: ``Button.click()``, ``FileUpload.set_state(...)``.
+Front-end events are simulated the way Lab sends them: ``Button.click()``, and the chunked upload's messages (``FakeBrowser``).
 Worker threads are awaited with ``FileBrowser.wait()``, never with sleeps.
 """
 
