@@ -656,3 +656,16 @@ def test_a_listing_or_preview_the_user_has_left_is_dropped(pool, browsers) -> No
     finally:
         gate.release()
         client.close()
+
+
+def test_a_file_gone_from_the_session_leaves_the_table(make_client, browsers) -> None:
+    """Deleted behind the widget's back (by code in the session): the 404 of its preview drops its row."""
+    client = make_client()
+    client.upload_file(b"a,b\n", "gone.csv")
+    client.upload_file(b"x", "kept.txt")
+    fb = open_browser(browsers, client)
+    client.delete_file("gone.csv")
+    fb.select("gone.csv")
+    assert fb.wait() and fb.wait()  # the failed preview, then the listing it triggers
+    assert fb.status_kind == "error" and "gone.csv" in fb.status
+    assert table_names(fb) == ["kept.txt"] and fb.selected is None
