@@ -415,8 +415,10 @@ class SessionsClientBase:
         if result.succeeded and result.result == "deleted":
             return
         if result.succeeded and result.result == "missing":
-            raise ResourceNotFoundError(f"File {call.target!r} not found in session {self._session_id}.",
-                                        status_code=404)
+            # Worded like the service's 404 for a download, so %aca_rm and %aca_download say the same.
+            raise ResourceNotFoundError(f"File {call.target!r} not found in session {self._session_id} (404 "
+                                        f"FileNotFound). The session said: /mnt/data/{call.target} does not exist "
+                                        f"in this session.", status_code=404, error_code="FileNotFound")
         raise HttpResponseError(
             f"Could not delete {call.target!r} in session {self._session_id}: "
             f"{_excerpt(result.stderr or repr(result.result), self._secrets())}")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aca_kernel.cli import EXIT_OK, CLIError, _client, _errors, _note
+from aca_kernel.cli import EXIT_OK, EXIT_USAGE, CLIError, _client, _errors, _note
 
 if TYPE_CHECKING:
     from aca_kernel import SessionsClient
@@ -42,7 +42,66 @@ def _transfer_bar(args: argparse.Namespace, total: int | None, desc: str) -> Any
     return contextlib.nullcontext() if args.quiet else progress_bar(total, desc)
 
 
+def _tree_target(source_name: str, dest: str | None) -> str:
+    """A folder goes to ``dest`` itself, or into it (``dest/source_name``) when ``dest`` ends with '/'."""
+    if dest is None:
+        return source_name
+    return dest.rstrip("/") + "/" + source_name if dest.endswith("/") else dest
+
+
+def _tree_outcome(result: Any, count: int, verb: str, where: str) -> None:
+    from aca_kernel._progress import format_bytes
+
+    _note(f"{verb} {result.files} of {count} file(s) ({format_bytes(result.bytes)}) {where}")
+    if result.failed:
+        rel, exc = result.failed[0]
+        more = f" (and {len(result.failed) - 1} more)" if len(result.failed) > 1 else ""
+        raise CLIError(f"{rel}: {exc}{more}")
+
+
+def _excludes(args: argparse.Namespace) -> tuple[str, ...]:
+    from aca_kernel._folders import DEFAULT_EXCLUDES
+
+    return (*DEFAULT_EXCLUDES, *(args.exclude or ()))
+
+
+def _put_tree(client: SessionsClient, args: argparse.Namespace) -> None:
+    from aca_kernel._folders import upload_tree, walk_local
+    from aca_kernel._validation import MAX_UPLOAD_BYTES, normalize_directory
+
+    source = Path(args.local)
+    folder = normalize_directory(_tree_target(source.resolve().name, args.remote))
+    files = walk_local(source, _excludes(args))
+    big = next((f for f in files if f.size > MAX_UPLOAD_BYTES), None)
+    if big is not None:
+        raise CLIError(f"{big.path} is over 128 MB, the service's limit per file; leave it out with --exclude",
+                       EXIT_USAGE)
+    with _transfer_bar(args, sum(f.size for f in files), f"upload {source.name}/") as bar:
+        result = upload_tree(client, files, folder, progress=bar)
+    _tree_outcome(result, len(files), "uploaded", f"from {source} to /mnt/data/{folder}".rstrip("/"))
+
+
+def _get_tree(client: SessionsClient, args: argparse.Namespace) -> None:
+    from aca_kernel._folders import download_tree, walk_remote
+    from aca_kernel._validation import normalize_directory
+
+    folder = normalize_directory(args.remote)
+    if not folder and args.local is None:
+        raise CLIError("name a local directory for the whole of /mnt/data: files get -r /mnt/data DIR", EXIT_USAGE)
+    dest = Path(_tree_target(folder.rsplit("/", 1)[-1], args.local))
+    files = walk_remote(client, folder, _excludes(args))
+    known = [f.size for _, f in files]
+    dest.mkdir(parents=True, exist_ok=True)
+    with _transfer_bar(args, sum(s or 0 for s in known) if None not in known else None,
+                       f"download {folder or 'data'}/") as bar:
+        result = download_tree(client, files, folder, dest, progress=bar)
+    _tree_outcome(result, len(files), "downloaded", f"from /mnt/data/{folder}".rstrip("/") + f" to {dest}")
+
+
 def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
+    if args.recursive:
+        _put_tree(client, args)
+        return
     source = Path(args.local)
     remote = args.remote or source.name
     with _transfer_bar(args, source.stat().st_size, f"upload {remote}") as bar:
@@ -51,6 +110,9 @@ def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
 
 
 def _files_get(client: SessionsClient, args: argparse.Namespace) -> None:
+    if args.recursive:
+        _get_tree(client, args)
+        return
     remote = args.remote
     if args.local == "-":
         sys.stdout.flush()
@@ -77,9 +139,18 @@ _FILES = {"ls": _files_ls, "put": _files_put, "get": _files_get, "rm": _files_rm
 
 def cmd_files(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     # Local mistakes first: no pool should start (or token be fetched) for a typo in a file name.
-    if args.files_command == "put" and not Path(args.local).is_file():
-        raise CLIError(f"no such local file: {args.local}")
-    if args.files_command == "get" and args.local not in (None, "-"):
+    if args.files_command == "put" and getattr(args, "recursive", False):
+        if not Path(args.local).is_dir():
+            raise CLIError(f"no such local directory: {args.local}")
+    elif args.files_command == "put" and not Path(args.local).is_file():
+        hint = " (a directory: add -r)" if Path(args.local).is_dir() else ""
+        raise CLIError(f"no such local file: {args.local}{hint}")
+    if args.files_command == "get" and getattr(args, "recursive", False):
+        if args.local == "-":
+            raise CLIError("get -r writes a directory, not stdout", EXIT_USAGE)
+        if args.local is not None and Path(args.local).exists() and not Path(args.local).is_dir():
+            raise CLIError(f"{args.local} is a file, not a directory")
+    elif args.files_command == "get" and args.local not in (None, "-"):
         parent = Path(args.local).parent if not Path(args.local).is_dir() else Path(args.local)
         if not parent.is_dir():
             raise CLIError(f"no such local directory: {parent}")
@@ -96,13 +167,19 @@ def add_files_parser(sub: Any, conn: argparse.ArgumentParser) -> None:
     ls.add_argument("path", nargs="?", help="directory under /mnt/data")
     ls.add_argument("-r", "--recursive", action="store_true", help="include sub-directories")
     ls.add_argument("--json", action="store_true", help="print JSON")
-    put = fsub.add_parser("put", parents=[conn], help="upload a local file")
+    put = fsub.add_parser("put", parents=[conn], help="upload a local file (-r: a directory)")
     put.add_argument("local", metavar="LOCAL")
-    put.add_argument("remote", nargs="?", metavar="REMOTE", help="name under /mnt/data (default: LOCAL's name)")
+    put.add_argument("remote", nargs="?", metavar="REMOTE",
+                     help="name under /mnt/data (default: LOCAL's name; -r with a trailing /: into that directory)")
     put.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    get = fsub.add_parser("get", parents=[conn], help="download a file")
+    get = fsub.add_parser("get", parents=[conn], help="download a file (-r: a directory)")
     get.add_argument("remote", metavar="REMOTE")
     get.add_argument("local", nargs="?", metavar="LOCAL", help="file or directory (default: ./NAME; '-' = stdout)")
     get.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    for p in (put, get):
+        p.add_argument("-r", "--recursive", action="store_true", help="a directory with everything in it")
+        p.add_argument("--exclude", action="append", metavar="PATTERN",
+                       help="with -r: leave out names matching PATTERN (repeatable; .git, __pycache__, "
+                            ".ipynb_checkpoints and .DS_Store always are)")
     rm = fsub.add_parser("rm", parents=[conn], help="delete files")
     rm.add_argument("remote", nargs="+", metavar="REMOTE")

@@ -199,6 +199,18 @@ def cmd_pool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return EXIT_OK
 
 
+#: the largest websocket message `aca-sessions lab` accepts (Jupyter Server's default is Tornado's 10 MiB): a
+#: widget's comm message carrying a whole file up to the service's 128 MB limit, with room for its framing
+LAB_WEBSOCKET_MAX_BYTES = 256 * 1024 * 1024
+
+
+def lab_server_args(argv: Sequence[str]) -> list[str]:
+    """Lab's command line: the user's arguments, plus a websocket limit unless they set tornado_settings."""
+    if any("tornado_settings" in arg for arg in argv):
+        return list(argv)
+    return [*argv, f'--ServerApp.tornado_settings={{"websocket_max_message_size": {LAB_WEBSOCKET_MAX_BYTES}}}']
+
+
 def cmd_lab(argv: Sequence[str]) -> int:
     import importlib.util
     import subprocess
@@ -218,7 +230,7 @@ def cmd_lab(argv: Sequence[str]) -> int:
         env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
     # Found already (wheel or `aca-sessions install`), or a private copy added to JUPYTER_PATH for Lab.
     ensure_kernelspec(env, _localpool.state_dir() / "aca-sessions-jupyter")
-    cmd = [sys.executable, "-m", "jupyterlab", *argv]
+    cmd = [sys.executable, "-m", "jupyterlab", *lab_server_args(argv)]
     if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in argv:
         cmd.append("--allow-root")  # Lab refuses to start as root otherwise (containers, CI)
     sys.stdout.flush()

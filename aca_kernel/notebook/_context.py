@@ -153,6 +153,8 @@ class SessionState:
     python_version: str | None = None  # the session's Python, reported by the runtime
     history: list[str] = field(default_factory=list)  # cells that built the remote state, for %aca_replay
     replay: list[str] = field(default_factory=list)  # the history of a session found recycled
+    # what %aca_pip installed (aca_kernel.notebook._pip.PackageRecord), so a recycled session can get it back
+    packages: list[Any] = field(default_factory=list)
 
     def touch(self) -> None:
         now = time.time()
@@ -166,6 +168,19 @@ class SessionState:
         self.count = 0
         self.history.clear()
         self.replay.clear()
+        self.packages.clear()
+
+    def reinstall_packages(self, shell: Any = None) -> Any:
+        """Install again what ``%aca_pip`` installed here (after the session was recycled); None if nothing.
+
+        Wheels come from the cache on this machine (downloaded again if it was cleared), only what the
+        session lacks is uploaded, and the one table of ``%aca_pip`` is displayed (and returned).
+        """
+        if not self.packages:
+            return None
+        from ._pip import reinstall
+
+        return reinstall(shell, self)
 
 
 class ACAContext:

@@ -4,38 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from .conftest import V2
-
-
-@pytest.fixture
-def shell(pool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """A real shell with ``%load_ext aca_sessions``, its context pointed at the pool, cwd in a temp folder."""
-    monkeypatch.setenv("ACA_POOL_MANAGEMENT_ENDPOINT", pool.endpoint)
-    monkeypatch.setenv("ACA_TOKEN", pool.token)
-    monkeypatch.setenv("ACA_SESSION_ID", f"magic-{uuid.uuid4().hex[:12]}")
-    monkeypatch.delenv("ACA_API_VERSION", raising=False)
-    monkeypatch.chdir(tmp_path)
-    ip = InteractiveShell.instance()
-    if "aca_sessions" in ip.extension_manager.loaded:
-        ip.run_line_magic("unload_ext", "aca_sessions")
-    ip._aca_context = None
-    ip.run_line_magic("load_ext", "aca_sessions")
-    yield ip
-    ip.run_line_magic("unload_ext", "aca_sessions")
-
-
-def client_of(ip, name: str | None = None):
-    from aca_kernel.notebook._context import get_context
-
-    return get_context(ip).client(name)
+from .conftest import V2, client_of, reload_extension
 
 
 def test_upload_ls_download_rm_round_trip(shell, tmp_path: Path) -> None:
@@ -85,7 +60,7 @@ def test_folders_on_v2(shell, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_user_mistakes_are_usage_errors(shell, tmp_path: Path) -> None:
     cases = {
         ("aca_upload", "missing.csv"): "does not exist",
-        ("aca_upload", str(tmp_path)): "is a folder",
+        ("aca_upload", str(tmp_path)): "is a folder; add -r",
         ("aca_upload", ""): "arguments",
         ("aca_download", "../etc/passwd"): "leaves /mnt/data",
         ("aca_download", "x.csv nowhere/sub/"): "does not exist",
@@ -184,5 +159,64 @@ def test_file_browser_without_a_client_uses_the_current_session(shell) -> None:
     try:
         assert fb.wait() and [f.name for f in fb.files] == ["ctx.txt"]
         assert fb.client is client_of(shell)
+    finally:
+        fb.close()
+
+
+def test_arguments_are_split_as_a_shell_would(shell, tmp_path: Path) -> None:
+    (tmp_path / "my file.csv").write_text("a,b")
+    with capture_output() as cap:
+        shell.run_cell('%aca_upload "my file.csv" \'with space/new name.csv\'')
+    assert "/mnt/data/with space/new name.csv" in cap.stdout, cap.stdout + cap.stderr
+    with capture_output():
+        shell.run_line_magic("aca_download", '"with space/new name.csv" "copy of it.csv"')
+        shell.run_line_magic("aca_rm", "'with space/new name.csv'")
+    assert (tmp_path / "copy of it.csv").read_text() == "a,b"
+    with pytest.raises(UsageError, match="close the quote"):
+        shell.run_line_magic("aca_upload", '"unclosed.csv')
+
+
+def test_listing_counts_items_in_good_english(shell) -> None:
+    client_of(shell).upload_file(b"1", "one.txt")
+    listing = shell.run_line_magic("aca_ls", "")
+    assert "(1 item)" in repr(listing) and "(1 item)" in listing._repr_html_()
+    client_of(shell).upload_file(b"2", "two.txt")
+    listing = shell.run_line_magic("aca_ls", "")
+    assert "(2 items)" in repr(listing) and "(2 items)" in listing._repr_html_()
+
+
+def test_a_missing_file_is_said_once(shell, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In Jupyter the refused download shows its one error line and no (failed) progress bar beside it."""
+    from aca_kernel.notebook import _filemagics
+
+    monkeypatch.setattr(_filemagics, "_in_widget_frontend", lambda _shell: True)
+    with capture_output() as cap:
+        result = shell.run_cell("%aca_download nope.txt")
+    assert type(result.error_in_exec).__name__ == "ResourceNotFoundError"
+    assert cap.outputs == []  # no progress widget displayed
+    assert (cap.stdout + cap.stderr).count("not found") == 1  # the error line, once
+
+
+@pytest.mark.parametrize("version", ["2024-02-02-preview", V2])
+def test_rm_of_a_missing_file_gives_the_same_detail_as_download(shell, monkeypatch, version: str) -> None:
+    reload_extension(shell, monkeypatch, ACA_API_VERSION=version)
+    errors = {}
+    for magic in ("aca_download", "aca_rm"):
+        with capture_output():
+            errors[magic] = str(shell.run_cell(f"%{magic} nope.txt").error_in_exec)
+    assert "(404 FileNotFound)" in errors["aca_rm"] and "/mnt/data/nope.txt does not exist" in errors["aca_rm"]
+    assert errors["aca_rm"].split("(404")[0] == errors["aca_download"].split("(404")[0]
+
+
+def test_the_hidden_folder_of_aca_pip_never_shows(shell) -> None:
+    client = client_of(shell)
+    client.upload_file(b"w", ".aca-sessions/wheels/x-1.0-py3-none-any.whl")
+    client.upload_file(b"1", "mine.txt")
+    assert [f.name for f in shell.run_line_magic("aca_ls", "")] == ["mine.txt"]
+    from aca_kernel.widgets import FileBrowser
+
+    fb = FileBrowser(client=client)
+    try:
+        assert fb.wait() and [f.name for f in fb.files] == ["mine.txt"]
     finally:
         fb.close()

@@ -1,6 +1,6 @@
 """FileBrowser's Python side against a real local pool: the table, sorting, folders, transfers, errors.
 
-Front-end events are simulated the way Lab sends them: ``Button.click()``, ``FileUpload.set_state(...)``.
+Front-end events are simulated the way Lab sends them: ``Button.click()``, and the chunked upload's messages (``FakeBrowser``).
 Worker threads are awaited with ``FileBrowser.wait()``, never with sleeps.
 """
 
@@ -22,7 +22,7 @@ from conftest import wait_until
 from aca_kernel import SessionsClient
 from aca_kernel.widgets import FileBrowser
 
-from .conftest import V1, V2, GatedTransport
+from .conftest import V1, V2, FakeBrowser, GatedTransport
 
 
 def table_names(fb: FileBrowser) -> list[str]:
@@ -41,10 +41,10 @@ def open_browser(browsers: list, client: SessionsClient, **kwargs: object) -> Fi
     return fb
 
 
-def upload_via_picker(fb: FileBrowser, *files: tuple[str, bytes]) -> None:
-    fb._uploads._picker.set_state({"value": [
-        {"name": name, "type": "application/octet-stream", "size": len(data), "last_modified": 1578578296434,
-         "content": memoryview(data)} for name, data in files]})
+def upload_via_picker(fb: FileBrowser, *files: tuple[str, bytes]) -> list[dict]:
+    """Files picked in the browser: the chunked upload's messages, as its ES module sends them."""
+    page = FakeBrowser(fb._uploads.picker)
+    return [page.upload(name, data) for name, data in files]
 
 
 def upload_local(fb: FileBrowser, path: Path | str) -> None:
@@ -92,7 +92,9 @@ def test_modified_and_type_columns(make_client, browsers) -> None:
     texts = [getattr(c, "value", "") for c in fb._table.children[4:]]
     for f in fb.files:  # each row: name button, size, modified, type
         row = texts[4 * table_names(fb).index(f.name):][:4]
-        assert row[2] == format_time(f.last_modified) and row[2].startswith("20")
+        assert row[2] == f"<div class='aca-cell'>{format_time(f.last_modified)}</div>"
+        assert format_time(f.last_modified).startswith("20")
+        assert "title=" in row[3]  # a type cut short at a narrow width shows whole on hover
     fb._sort_buttons["type"].click()
     assert table_names(fb) == ["b.json", "a.csv", "c.txt"]  # application/json < text/csv < text/plain
     fb._sort_buttons["type"].click()
@@ -125,13 +127,16 @@ def test_upload_from_browser_with_progress_rows(make_client, browsers) -> None:
     fb = open_browser(browsers, client)
     fb.navigate("sub")
     assert fb.wait()
-    upload_via_picker(fb, ("x.csv", b"a,b"), ("y.txt", b"hello " * 1000))
+    fb._uploads.picker.chunk_bytes = 1000  # several chunks for y.txt
+    replies = upload_via_picker(fb, ("x.csv", b"a,b"), ("y.txt", b"hello " * 1000))
     assert fb.wait()
     assert client.download_file("x.csv", path="sub") == b"a,b"
     assert client.download_file("sub/y.txt") == b"hello " * 1000
-    rows = fb.transfers.rows
-    assert [r.bar.bar_style for r in rows] == ["success", "success"] and all(r.bar.value == 100 for r in rows)
-    assert fb._uploads._picker.value == ()  # cleared, so picking the same file again uploads again
+    assert [r["op"] for r in replies] == ["done", "done"]
+    assert replies[1] == {"op": "done", "id": replies[1]["id"], "path": "/mnt/data/sub/y.txt", "size": 6000}
+    assert fb._uploads.picker.destination == "/mnt/data/sub"  # the page shows where files go
+    assert upload_via_picker(fb, ("x.csv", b"again"))[0]["op"] == "done"  # the same name again works
+    assert fb.wait() and client.download_file("sub/x.csv") == b"again"
     assert table_names(fb) == ["inner.txt", "x.csv", "y.txt"]
     assert fb.status_kind == "ok" and "Uploaded" in fb.status
 
@@ -328,8 +333,9 @@ def test_auth_error_is_one_line_and_the_widget_recovers(pool, browsers) -> None:
         fb = open_browser(browsers, client)
         assert fb.status_kind == "error" and "\n" not in fb.status and "401" in fb.status
         assert "revoked-secret-token" not in fb.status and not fb._refresh_button.disabled
-        upload_via_picker(fb, ("x.csv", b"a,b"))
-        assert fb.wait() and fb.status_kind == "error" and fb.transfers.rows[-1].bar.bar_style == "danger"
+        [reply] = upload_via_picker(fb, ("x.csv", b"a,b"))
+        assert fb.wait() and fb.status_kind == "error"
+        assert reply["op"] == "failed" and "401" in reply["error"] and "revoked-secret-token" not in reply["error"]
         credential.token = pool.token  # renewed: the same widget works again
         upload_via_picker(fb, ("x.csv", b"a,b"))
         assert fb.wait() and fb.status_kind == "ok" and table_names(fb) == ["x.csv"]
@@ -462,23 +468,31 @@ def test_double_upload_of_the_same_name_runs_once(pool, browsers) -> None:
     client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=gate)
     try:
         fb = open_browser(browsers, client)
-        upload_via_picker(fb, ("x.csv", b"a,b"))
+        page = FakeBrowser(fb._uploads.picker)
+        first, reply = page.begin("x.csv", 3)
+        assert reply["op"] == "accepted"
+        page.send({"op": "chunk", "id": first, "seq": 0, "offset": 0}, [memoryview(b"a,b")])
         assert gate.wait_held(1)
-        upload_via_picker(fb, ("x.csv", b"a,b"))
-        assert "already uploading" in fb.status
+        _second, reply = page.begin("x.csv", 3)  # picked again while the first still uploads
+        assert reply["op"] == "rejected" and "already uploading" in reply["error"]
         gate.release()
-        assert fb.wait()
+        assert page.wait_for(first, "done")["op"] == "done" and fb.wait()
         assert len(gate.held) == 1 and [f.name for f in client.list_files()] == ["x.csv"]
     finally:
         gate.release()
         client.close()
 
 
-def test_folder_navigation_needs_v2(make_client, browsers) -> None:
-    fb = open_browser(browsers, make_client(V1))
-    assert not fb.supports_folders
-    fb.navigate("sub")
-    assert fb.path == "" and fb.status_kind == "error" and "v2 api version" in fb.status
+def test_folders_on_v1_come_from_nested_names(make_client, browsers) -> None:
+    """2024-02-02-preview has no ``path``: folders are the names' prefixes, listed from the full listing."""
+    client = make_client(V1)
+    client.upload_file(b"1", "sub/deeper/x.txt")
+    fb = open_browser(browsers, client)
+    assert fb.supports_folders and table_names(fb) == ["sub"]
+    fb.navigate("sub/deeper")
+    assert fb.wait() and table_names(fb) == ["x.txt"]
+    assert upload_via_picker(fb, ("y.txt", b"2"))[0]["op"] == "done"
+    assert fb.wait() and client.download_file("sub/deeper/y.txt") == b"2"
 
 
 def test_callbacks_can_be_removed(make_client, browsers) -> None:
@@ -523,10 +537,10 @@ def test_service_413_is_shown_and_the_next_upload_works(pool, browsers) -> None:
     client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=Rejects413Once())
     try:
         fb = open_browser(browsers, client)
-        upload_via_picker(fb, ("x.csv", b"a,b"))
+        [reply] = upload_via_picker(fb, ("x.csv", b"a,b"))
         assert fb.wait()
         assert fb.status_kind == "error" and "413" in fb.status and "\n" not in fb.status
-        assert fb.transfers.rows[-1].bar.bar_style == "danger"
+        assert reply["op"] == "failed" and "413" in reply["error"]
         upload_via_picker(fb, ("x.csv", b"a,b"))
         assert fb.wait()
         assert fb.status_kind == "ok" and table_names(fb) == ["x.csv"]
@@ -535,12 +549,12 @@ def test_service_413_is_shown_and_the_next_upload_works(pool, browsers) -> None:
         real.close()
 
 
-def test_a_folder_path_on_v1_says_folders_need_v2(make_client, browsers) -> None:
+def test_a_folder_path_on_v1_opens_that_folder(make_client, browsers) -> None:
     client = make_client(V1)
     client.upload_file(b"1", "a.txt")
+    client.upload_file(b"2", "sub/b.txt")
     fb = open_browser(browsers, client, path="sub")
-    assert fb.path == "" and table_names(fb) == ["a.txt"]
-    assert fb.status_kind == "error" and "folders need a v2 api version" in fb.status
+    assert fb.path == "sub" and table_names(fb) == ["b.txt"]
 
 
 def test_the_token_is_in_no_widget_state_nor_message(pool, make_client, browsers, monkeypatch, tmp_path) -> None:
@@ -642,3 +656,16 @@ def test_a_listing_or_preview_the_user_has_left_is_dropped(pool, browsers) -> No
     finally:
         gate.release()
         client.close()
+
+
+def test_a_file_gone_from_the_session_leaves_the_table(make_client, browsers) -> None:
+    """Deleted behind the widget's back (by code in the session): the 404 of its preview drops its row."""
+    client = make_client()
+    client.upload_file(b"a,b\n", "gone.csv")
+    client.upload_file(b"x", "kept.txt")
+    fb = open_browser(browsers, client)
+    client.delete_file("gone.csv")
+    fb.select("gone.csv")
+    assert fb.wait() and fb.wait()  # the failed preview, then the listing it triggers
+    assert fb.status_kind == "error" and "gone.csv" in fb.status
+    assert table_names(fb) == ["kept.txt"] and fb.selected is None

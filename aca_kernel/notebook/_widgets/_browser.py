@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..._config import V2_API_VERSIONS
+from ..._exceptions import ResourceNotFoundError
 from ._format import (
     MOUNT,
     SORT_KEYS,
@@ -24,6 +24,7 @@ from ._format import (
     redact_urls,
     sort_files,
     type_label,
+    visible,
 )
 from ._selection import LINK_LIMIT, PREVIEW_BYTES, SelectionPanel
 from ._tasks import TaskRunner
@@ -43,6 +44,8 @@ _COLUMNS = (("name", "Name"), ("size", "Size"), ("modified", "Modified"), ("type
 _STYLE = """<style>
 .aca-file-browser .aca-file-name, .aca-file-browser .aca-sort { justify-content: flex-start; text-align: left;
   overflow: hidden; text-overflow: ellipsis; }
+.aca-file-browser .aca-files-title .aca-nowrap { white-space: nowrap; }
+.aca-file-browser .aca-cell { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .aca-file-browser .aca-sort { font-weight: bold; }
 .aca-file-browser .aca-sort-size { justify-content: flex-end; text-align: right; }
 .aca-file-browser .aca-upload { border-top: 1px solid var(--jp-border-color2, #e0e0e0); margin-top: 6px;
@@ -98,8 +101,7 @@ class FileBrowser(w.VBox):
         self._list_generation = 0
         self._status_kind = "info"
         self._status_text = ""
-        self._folders = _supports_folders(client)
-        self._path = path.strip("/") if self._folders else ""
+        self._path = path.strip("/")
 
         self._title = w.HTML(self._title_html(redact_urls(description or describe_client(client))))
         self._up_button = w.Button(icon="arrow-up", tooltip="Up one folder", layout=w.Layout(width="3em"))
@@ -115,9 +117,11 @@ class FileBrowser(w.VBox):
             button.add_class("aca-sort")
             if key == "size":
                 button.add_class("aca-sort-size")
+        # Narrow minimums, so that all four columns fit a notebook in a 900 px window (with Lab's side panel
+        # open); wider outputs give the name and type columns the room.
         self._table = w.GridBox(layout=w.Layout(
-            grid_template_columns="minmax(14em, 2fr) 7em 10em minmax(8em, 1fr)", grid_gap="2px 8px",
-            max_height="24em", overflow="auto", align_items="center"))
+            grid_template_columns="minmax(8em, 2fr) minmax(4.5em, 6em) minmax(8.5em, 9.5em) minmax(6em, 1fr)",
+            grid_gap="2px 8px", max_height="24em", overflow="auto", align_items="center"))
         self._status = w.HTML()
         self._transfers = TransferList()
         self._selection = SelectionPanel(self)
@@ -135,10 +139,7 @@ class FileBrowser(w.VBox):
         self.add_class("aca-file-browser")
         self._render_location()
         self._render_table()
-        self.refresh(quiet=bool(path.strip("/")) and not self._folders)
-        if path.strip("/") and not self._folders:
-            self.show_status(f"Showing {MOUNT}: folders need a v2 api version (this client uses "
-                             f"{client.api_version}).", "error")
+        self.refresh()
 
     # ---------------------------------------------------------------- public state and API
     @property
@@ -170,7 +171,8 @@ class FileBrowser(w.VBox):
 
     @property
     def supports_folders(self) -> bool:
-        return self._folders
+        """True on every api version (2024-02-02-preview has folders through nested file names)."""
+        return True
 
     @property
     def status(self) -> str:
@@ -208,16 +210,13 @@ class FileBrowser(w.VBox):
         self._tasks.start(f"list:{generation}", self._list_worker, generation, folder, quiet)
 
     def navigate(self, path: str) -> None:
-        """Show another folder (relative to /mnt/data); needs an api version with folders."""
+        """Show another folder (relative to /mnt/data)."""
         path = path.strip("/")
-        if path and not self._folders:
-            self.show_status(f"Folders need a v2 api version (this client uses {self._client.api_version}).",
-                             "error")
-            return
         with self._lock:
             self._path = path
             self._files = []
         self.select(None)
+        self._uploads.folder_changed()
         self._render_location()
         self._render_table()
         self.refresh()
@@ -316,11 +315,14 @@ class FileBrowser(w.VBox):
 
     def _on_task_error(self, key: str, exc: BaseException) -> None:
         self.show_status(error_message(exc), "error")
+        if isinstance(exc, ResourceNotFoundError) and not key.startswith("list:"):
+            # The file is gone (deleted by code in the session, or by another client): drop its row.
+            self.refresh(quiet=True)
 
     # ---------------------------------------------------------------- workers
     def _list_worker(self, generation: int, folder: str, quiet: bool) -> None:
         try:
-            files = self._client.list_files(path=folder or None)
+            files = visible(self._client.list_files(path=folder or None), folder)
         finally:
             if generation == self._list_generation:
                 self._refresh_button.disabled = False
@@ -343,8 +345,10 @@ class FileBrowser(w.VBox):
     # ---------------------------------------------------------------- rendering
     @staticmethod
     def _title_html(description: str) -> str:
+        # Lines break between words only: "2024-02-02-preview" or an identifier never splits at its hyphens.
+        words = " ".join(f"<span class='aca-nowrap'>{html.escape(word)}</span>" for word in description.split())
         return (f"{_STYLE}<div class='aca-files-title'><b>Files in {MOUNT}</b> "
-                f"<span style='color:var(--jp-ui-font-color2,#616161)'>— {html.escape(description)}</span></div>")
+                f"<span style='color:var(--jp-ui-font-color2,#616161)'>— {words}</span></div>")
 
     def _render_location(self) -> None:
         self._location.value = f"<code>{html.escape(MOUNT + ('/' + self._path if self._path else ''))}</code>"
@@ -383,8 +387,9 @@ class FileBrowser(w.VBox):
         name.add_class("aca-file-name")
         name.on_click(self._tasks.guard(lambda _b, n=entry.name: self._on_name_button_click(n)))
         size = w.HTML(f"<div style='text-align:right'>{human_size(entry.size) if not folder else ''}</div>")
-        modified = w.HTML(html.escape(format_time(entry.last_modified)))
-        kind = w.HTML(html.escape(type_label(entry)))
+        modified = w.HTML(f"<div class='aca-cell'>{html.escape(format_time(entry.last_modified))}</div>")
+        label = html.escape(type_label(entry))
+        kind = w.HTML(f"<div class='aca-cell' title='{label}'>{label}</div>", layout=w.Layout(min_width="0"))
         row = [name, size, modified, kind]
         self._row_widgets.extend(row)
         return row
@@ -404,6 +409,3 @@ def _context_client(description: str | None,
     state = ctx.session()
     return state.client, description or ctx.describe(), on_activity or getattr(state, "touch", None)
 
-
-def _supports_folders(client: Any) -> bool:
-    return getattr(client, "api_version", None) in V2_API_VERSIONS

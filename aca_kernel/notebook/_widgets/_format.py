@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._config import public_endpoint
 from ..._exceptions import error_message
+from ..._folders import HIDDEN_DIR
 from ..._progress import format_bytes as human_size
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ __all__ = [
     "split_remote",
     "text_head",
     "type_label",
+    "visible",
 ]
 
 MOUNT = "/mnt/data"
@@ -76,6 +78,13 @@ def type_label(f: RemoteFile) -> str:
     if not ctype or ctype == "application/octet-stream":
         ctype = mimetypes.guess_type(f.name)[0] or ctype or "file"
     return ctype
+
+
+def visible(files: Iterable[RemoteFile], folder: str) -> list[RemoteFile]:
+    """The entries a person should see: aca-sessions' own dot-folder in /mnt/data (the wheels of %aca_pip) is not."""
+    if folder.strip("/"):
+        return list(files)
+    return [f for f in files if not (f.name == HIDDEN_DIR and not f.directory)]
 
 
 def sort_files(files: Iterable[RemoteFile], key: str = "name", ascending: bool = True) -> list[RemoteFile]:

@@ -1,0 +1,154 @@
+"""%aca_pip on the local pool, whose sandboxed sessions have no network: wheels are resolved and downloaded here
+(pip reaches the package index from this machine), uploaded, and installed in the session.
+
+Packages: humanize (pure Python) and mmh3 (compiled wheels), neither in the sessions' environment; docopt
+(source distribution only); two contradicting pins of humanize for a conflict.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+from IPython.utils.capture import capture_output
+
+from .conftest import client_of
+
+PURE, COMPILED = "humanize", "mmh3"
+
+
+@pytest.fixture(scope="module")
+def wheel_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("wheel-cache")
+
+
+@pytest.fixture
+def pip_shell(shell, wheel_cache: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ACA_PIP_CACHE", str(wheel_cache))
+    return shell
+
+
+@pytest.fixture
+def pip_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The pip commands run on the kernel's side (still run for real)."""
+    from aca_kernel.notebook import _pip
+
+    calls: list[list[str]] = []
+    real = _pip._pip
+
+    def recording(args: list[str]):
+        calls.append(list(args))
+        return real(args)
+
+    monkeypatch.setattr(_pip, "_pip", recording)
+    return calls
+
+
+def cell(shell, code: str):
+    with capture_output() as cap:
+        result = shell.run_cell(code)
+    return result, cap
+
+
+def report_of(cap) -> str:
+    return "\n".join(o.data.get("text/plain", "") for o in cap.outputs)
+
+
+def remote_value(shell, code: str) -> str:
+    result, cap = cell(shell, f"%aca {code}")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    return cap.stdout.strip()
+
+
+def test_install_pure_and_compiled_then_import(pip_shell, pip_calls) -> None:
+    result, cap = cell(pip_shell, f"%aca_pip install {PURE} {COMPILED}")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    table = report_of(cap)
+    assert "Package" in table and "Status" in table
+    for name in (PURE, COMPILED):
+        assert any(line.startswith(name) and "installed" in line for line in table.splitlines()), table
+    assert "manylinux" in cap.stdout or "linux" in cap.stdout  # the session's tags were used
+    assert remote_value(pip_shell, f"import {PURE}; print({PURE}.naturalsize(3000000))") == "3.0 MB"
+    assert remote_value(pip_shell, f"import {COMPILED}; print(type({COMPILED}.hash('x')).__name__)") == "int"
+    assert [c[0] for c in pip_calls] == ["install", "download"]  # resolved, then downloaded (no deps to skip)
+    dry_run = pip_calls[0]
+    assert "--dry-run" in dry_run and "--only-binary=:all:" in dry_run and "--platform" in dry_run
+    assert "--python-version" in dry_run and "--implementation" in dry_run
+    # The wheels went through the hidden folder and were removed after the install; nothing shows.
+    assert list(pip_shell.run_line_magic("aca_ls", "")) == []
+    # The same set again: the session has it, nothing is uploaded or downloaded.
+    pip_calls.clear()
+    result, cap = cell(pip_shell, f"%aca_pip install {PURE} {COMPILED}")
+    assert result.error_in_exec is None
+    assert report_of(cap).count("already in the session") == 2
+    assert [c[0] for c in pip_calls] == ["install"]
+
+
+def test_a_new_session_is_served_from_the_cache_and_replay_reinstalls(pip_shell, pip_calls) -> None:
+    from aca_kernel.notebook._context import get_context
+
+    result, cap = cell(pip_shell, f"%aca_pip install {PURE}")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    state = get_context(pip_shell).session()
+    assert [r.name for r in state.packages] == [PURE]
+    # The session is recycled (a fresh identifier: nothing installed there any more).
+    state.client.new_session(f"recycled-{uuid.uuid4().hex[:8]}")
+    result, _ = cell(pip_shell, f"%aca import {PURE}")
+    assert type(result.error_in_exec).__name__ == "ModuleNotFoundError"
+    pip_calls.clear()
+    with capture_output() as cap:
+        report = state.reinstall_packages(pip_shell)
+    assert report is not None and "from the cache" in repr(report)
+    assert pip_calls == []  # no resolution, no download: the recorded wheel came from the cache
+    assert remote_value(pip_shell, f"import {PURE}; print({PURE}.intcomma(1234567))") == "1,234,567"
+    # A second install in yet another session: resolved again, but the wheel is not downloaded again.
+    state.client.new_session(f"third-{uuid.uuid4().hex[:8]}")
+    pip_calls.clear()
+    result, cap = cell(pip_shell, f"%aca_pip install {PURE}")
+    assert result.error_in_exec is None and "from the cache" in report_of(cap)
+    assert [c[0] for c in pip_calls] == ["install"]
+
+
+def test_failures_are_one_clear_line(pip_shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failure(code: str) -> str:
+        result, cap = cell(pip_shell, code)
+        exc = result.error_in_exec
+        assert exc is not None, cap.stdout
+        lines = exc._render_traceback_()
+        assert len(lines) == 1 and "Traceback" not in cap.stdout + cap.stderr
+        return str(exc)
+
+    text = failure("%aca_pip install docopt")
+    assert "docopt: no wheel for the session's platform" in text and "cp3" in text and "py3-none-any" in text
+    text = failure(f'%aca_pip install "{PURE}==4.17.0" "{PURE}<4"')
+    assert text.startswith("Conflict:") and f"{PURE}<4" in text and f"{PURE}==4.17.0" in text
+    text = failure("%aca_pip install no-such-package-aca-sessions-test")
+    assert "not found on the package index" in text
+    text = failure(f"%aca_pip --remote install {PURE}")
+    assert "no outbound network" in text and "without --remote" in text
+    from aca_kernel.notebook import _pip
+
+    monkeypatch.setattr(_pip, "MAX_UPLOAD_BYTES", 1000)
+    text = failure(f"%aca_pip install {PURE}")
+    assert "at most 128 MB per file" in text and "--remote" in text
+    monkeypatch.undo()
+    client_of(pip_shell).execute("import sys; sys.modules['pip'] = None")  # an interpreter without pip
+    text = failure(f"%aca_pip install {PURE}")
+    assert "has no pip" in text
+    client_of(pip_shell).execute("import sys; del sys.modules['pip']")
+
+
+def test_requirements_file_and_usage(pip_shell, tmp_path: Path) -> None:
+    from IPython.core.error import UsageError
+
+    with pytest.raises(UsageError, match="Nothing to install"):
+        pip_shell.run_line_magic("aca_pip", "install")
+    with pytest.raises(UsageError, match="No requirements file"):
+        pip_shell.run_line_magic("aca_pip", "install -r missing.txt")
+    (tmp_path / "requirements.txt").write_text(f"# for the session\n{PURE}\n")
+    result, cap = cell(pip_shell, "%aca_pip install -r requirements.txt")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert PURE in report_of(cap)
+    _, cap = cell(pip_shell, "%aca_pip list")
+    assert PURE in report_of(cap)
