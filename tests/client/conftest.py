@@ -172,9 +172,9 @@ def now() -> float:
 class Recording(httpx.BaseTransport):
     """A real ``httpx.HTTPTransport`` that records every request it forwards (``.requests``), in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, **transport_options: Any) -> None:
         self.requests: list[httpx.Request] = []
-        self._inner = httpx.HTTPTransport()
+        self._inner = httpx.HTTPTransport(**transport_options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
