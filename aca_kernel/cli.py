@@ -219,8 +219,11 @@ def cmd_lab(argv: Sequence[str]) -> int:
     else:
         pool = _localpool.ensure_local_pool()  # a LocalPoolError becomes main()'s one-line error
         _note(f"{'started' if pool.started else 'using'} the local session pool at {pool.endpoint}")
-        env[ENV_ENDPOINT] = pool.endpoint
-        env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
+        if pool.ca_bundle is None:
+            env[ENV_ENDPOINT] = pool.endpoint
+            env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
+        # else (pool start --tls): the kernels find this pool themselves and trust its CA (LocalPool.verify),
+        # which an endpoint in the environment would not carry.
     # Found already (wheel or `aca-sessions install`), or a private copy added to JUPYTER_PATH for Lab.
     ensure_kernelspec(env, _localpool.state_dir() / "aca-sessions-jupyter")
     cmd = [sys.executable, "-m", "jupyterlab", *argv]

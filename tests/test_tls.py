@@ -240,3 +240,38 @@ def test_pool_start_tls_refuses_to_reuse_a_plain_pool(tmp_path):
         assert out.stderr.count("\n") == 1
     finally:
         subprocess.run([*_cli(), "pool", "stop"], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_lab_leaves_a_tls_pool_to_the_kernels_own_lookup(tmp_path, monkeypatch):
+    # `aca-sessions lab` becomes JupyterLab (execve): capture the environment it would hand over, then run what a
+    # kernel runs with it. An endpoint in that environment would lose the pool's CA; the local-pool lookup keeps it.
+    from aca_kernel import cli
+
+    env = {**os.environ, "ACA_LOCAL_POOL_DIR": str(tmp_path / "state")}
+    env.pop("ACA_POOL_MANAGEMENT_ENDPOINT", None)
+    env.pop("ACA_TOKEN", None)
+    monkeypatch.setattr(os, "environ", env)
+    captured: dict[str, dict[str, str]] = {}
+
+    def fake_execve(path, argv, environment):
+        captured["env"] = dict(environment)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    monkeypatch.setattr("aca_kernel.kernel.install.ensure_kernelspec", lambda env, root: None)
+    try:
+        assert subprocess.run([*_cli(), "pool", "start", "--tls"], capture_output=True, timeout=120,
+                              env=env).returncode == 0
+        with pytest.raises(SystemExit):
+            cli.main(["lab", "--no-browser"])
+        lab_env = captured["env"]
+        assert "ACA_POOL_MANAGEMENT_ENDPOINT" not in lab_env and "ACA_TOKEN" not in lab_env
+        code = ("from aca_kernel.notebook._context import ACAContext\n"
+                "from aca_kernel.notebook._runner import RemoteRunner\n"
+                "ctx = ACAContext()\nprint(RemoteRunner(ctx).run('6 * 7').outputs[-1]['data']['text/plain'])\n"
+                "ctx.close()")
+        kernel = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                                env=lab_env)
+        assert kernel.returncode == 0 and kernel.stdout.strip() == "42", kernel.stderr
+    finally:
+        subprocess.run([*_cli(), "pool", "stop"], capture_output=True, timeout=60, env=env)
