@@ -2,8 +2,7 @@
 
 Prints exactly one ``pool endpoint: <URL>`` line to stdout once it accepts requests (then ``ca bundle: <path>``
 when it serves HTTPS with its own CA, and ``token: <T>`` when it generated the token); everything else is logging
-on stderr. Serves until SIGINT or SIGTERM, then stops
-every session kernel it started.
+on stderr. Serves until SIGINT or SIGTERM, then stops every session kernel it started.
 """
 
 from __future__ import annotations
