@@ -1,8 +1,8 @@
 """aca-sessions: run notebook cells in Azure Container Apps dynamic sessions.
 
 The public API is flat: ``from aca_kernel import SessionsClient, ExecutionResult, ACASessionsError``; the async
-client is ``aca_kernel.aio.SessionsClient``. Importing this package does not import azure.identity, IPython,
-ipywidgets, jupyter_client or starlette.
+client is ``aca_kernel.aio.SessionsClient``. Importing this package does not import httpx, azure.identity,
+IPython, ipywidgets, jupyter_client, starlette, mcp or cryptography.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from ._exceptions import (
     ServiceRequestError,
     Throttled,
 )
-from ._models import ExecutionResult, ImageResult, RemoteFile, SessionInfo
+from ._models import ExecutionResult, ImageResult, PoolMetadata, RemoteFile, SessionInfo
 from ._validation import MAX_UPLOAD_BYTES
 
 if TYPE_CHECKING:
-    from ._client import SessionsClient
+    from ._client import Execution, SessionsClient
 
 __version__ = "0.1.0"
 
@@ -42,6 +42,7 @@ __all__ = [
     "ACASessionsError",
     "ClientAuthenticationError",
     "ConfigurationError",
+    "Execution",
     "ExecutionResult",
     "ExecutionTimeout",
     "HttpResponseError",
@@ -50,6 +51,7 @@ __all__ = [
     "MalformedResponseError",
     "NotSupportedError",
     "PermissionDenied",
+    "PoolMetadata",
     "RemoteFile",
     "RequestTooLarge",
     "RequestValidationError",
@@ -72,10 +74,11 @@ del _name, _obj
 def __getattr__(name: str) -> Any:
     # The client pulls in httpx (~60 ms); the kernel imports this package at start-up but needs the client only
     # at its first remote cell, so it is loaded on first use (PEP 562).
-    if name == "SessionsClient":
-        from ._client import SessionsClient
+    if name in ("SessionsClient", "Execution"):
+        from . import _client
 
-        SessionsClient.__module__ = "aca_kernel"
-        globals()[name] = SessionsClient
-        return SessionsClient
+        value = getattr(_client, name)
+        value.__module__ = "aca_kernel"
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'aca_kernel' has no attribute {name!r}")

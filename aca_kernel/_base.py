@@ -11,18 +11,21 @@ import logging
 import math
 import os
 import random
+import ssl
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 
 from . import _models
 from ._auth import make_auth
 from ._config import (
+    ASYNC_EXECUTION_API_VERSIONS,
     DEFAULT_EXECUTION_TIMEOUT,
     EXECUTE_READ_MARGIN,
     RECURSIVE_API_VERSIONS,
@@ -43,9 +46,15 @@ from ._exceptions import (
     mask_bearer,
     status_error,
 )
-from ._validation import normalize_directory, split_remote_name, v1_delete_snippet, validate_session_id
+from ._validation import (
+    normalize_directory,
+    sanitize_code,
+    split_remote_name,
+    v1_delete_snippet,
+    validate_session_id,
+)
 
-__all__ = ["Call", "SessionsClientBase", "error_boundary"]
+__all__ = ["Call", "SessionsClientBase", "error_boundary", "ssl_verify"]
 
 logger = logging.getLogger("aca_kernel.client")
 
@@ -56,6 +65,9 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 30.0
 _REQUEST_ID_HEADERS = ("x-ms-request-id", "apim-request-id", "x-ms-client-request-id")
 _POLL_FIRST, _POLL_MAX = 0.25, 2.0
+# Pages of GET listSessions followed at most (300 sessions each; a pool holds at most 600): a guard against a
+# service whose nextLink never ends.
+_MAX_PAGES = 100
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,7 @@ class Call:
     target: str | None = None                # the remote file, for messages
     read_timeout: float | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "File"                       # what `target` is, for a 404's message
 
 
 def request_id(response: httpx.Response) -> str | None:
@@ -105,6 +118,41 @@ def retry_after(response: httpx.Response | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def ssl_verify(verify: Any) -> bool | ssl.SSLContext:
+    """The ``verify=`` argument as httpx wants it: True (system trust, honouring SSL_CERT_FILE/SSL_CERT_DIR),
+    False, an ``ssl.SSLContext``, or a CA bundle path (file or directory) turned into a context."""
+    if isinstance(verify, (bool, ssl.SSLContext)):
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        if not os.path.exists(path):
+            raise InvalidArgumentError(f"verify={path!r}: no CA bundle there; pass the path of a PEM file (the "
+                                       f"local pool prints it as `ca bundle: <path>`) or True.")
+        try:
+            if os.path.isdir(path):
+                return ssl.create_default_context(capath=path)
+            return ssl.create_default_context(cafile=path)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise InvalidArgumentError(f"verify={path!r} is not a readable PEM CA bundle ({exc}).") from exc
+    raise InvalidArgumentError(
+        f"verify must be True, False, a CA bundle path or an ssl.SSLContext, not {type(verify).__name__}.")
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """Why the server's certificate was refused, when that is what broke the connection."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_message or str(current)
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip() or "verify failed"
+    return None
+
+
 @contextmanager
 def error_boundary(call: Call, endpoint: str, session_id: str) -> Iterator[None]:
     """The one place where httpx transport errors become ``ACASessionsError`` (chained)."""
@@ -137,6 +185,11 @@ def _may_have_run(call: Call, exc: Exception) -> bool:
 
 
 def _transport_message(call: Call, exc: Exception, endpoint: str, session_id: str) -> str:
+    tls = _tls_failure(exc)
+    if tls is not None:
+        return (f"The TLS certificate of {public_endpoint(endpoint)} is not trusted ({tls}); for a pool with "
+                f"its own CA (the local pool prints `ca bundle: <path>`), pass verify=\"<path>\" or set "
+                f"SSL_CERT_FILE to that file.")
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if _may_have_run(call, exc):
         return (f"The connection failed after the execution was sent to session {session_id} ({detail}): "
@@ -163,6 +216,7 @@ class SessionsClientBase:
         max_retries: int,
         retry_total_timeout: float,
         aio: bool,
+        verify: Any = True,
         env: Mapping[str, str] | None = None,
     ) -> None:
         env = os.environ if env is None else env
@@ -179,6 +233,7 @@ class SessionsClientBase:
         self._retry_total_timeout = retry_total_timeout
         self._random = random.random  # injectable with _sleep for deterministic retry tests
         self._headers = {"User-Agent": USER_AGENT}
+        self._verify = ssl_verify(verify)
 
     # -- public settings --------------------------------------------------------------------------------
     @property
@@ -199,8 +254,6 @@ class SessionsClientBase:
 
     def new_session(self, session_id: str | None = None) -> str:
         """Switch to another session identifier (a fresh uuid4 by default) and return it."""
-        import uuid
-
         self.session_id = str(uuid.uuid4()) if session_id is None else session_id
         return self._session_id
 
@@ -210,9 +263,20 @@ class SessionsClientBase:
                 f"api_version={self.api_version!r} session_id={self._session_id!r}>")
 
     # -- request building ---------------------------------------------------------------------------------
-    def _params(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
-        return (*self._settings.base_query, ("identifier", self._session_id),
+    def _params(self, *extra: tuple[str, str], session_id: str | None = None) -> tuple[tuple[str, str], ...]:
+        return (*self._settings.base_query, ("identifier", session_id or self._session_id),
                 ("api-version", self._settings.api_version), *extra)
+
+    def _pool_params(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """Pool-level calls (listSessions, metadata) name no session."""
+        return (*self._settings.base_query, ("api-version", self._settings.api_version), *extra)
+
+    def _require(self, operation: str, versions: tuple[str, ...]) -> None:
+        """NotSupportedError naming the first api-version that has ``operation``."""
+        if self.api_version not in versions:
+            raise NotSupportedError(
+                f"{operation} needs api-version {versions[0]} or later; this client uses {self.api_version} "
+                f"(pass api_version=\"{versions[-1]}\").")
 
     def _build(self, client: httpx.Client | httpx.AsyncClient, call: Call, content: Any = None,
                headers: Mapping[str, str] | None = None) -> httpx.Request:
@@ -221,18 +285,30 @@ class SessionsClientBase:
                                     json=call.json, content=content,
                                     headers={**self._headers, **call.headers, **(headers or {})}, timeout=timeout)
 
-    def _execute_call(self, code: str, timeout: float | None) -> Call:
+    def _execute_call(self, code: str, timeout: float | None, *, sanitize_input: bool = False,
+                      asynchronous: bool = False) -> Call:
         if not isinstance(code, str):
             raise InvalidArgumentError(f"code must be a str, got {type(code).__name__}.")
+        if asynchronous:
+            self._require("start_execution()", ASYNC_EXECUTION_API_VERSIONS)
+        if sanitize_input:
+            code = sanitize_code(code)
         seconds = DEFAULT_EXECUTION_TIMEOUT if timeout is None else timeout
         if seconds <= 0:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}.")
         read = seconds + EXECUTE_READ_MARGIN
         # The service takes whole seconds and refuses 0: round a fraction up rather than send an invalid limit.
         whole = max(1, math.ceil(seconds))
+        if asynchronous:
+            # The service answers at once (Running); an operation-id of our own names the execution, so a
+            # reply lost on the way back still leaves an id to ask about (get_execution) instead of re-sending.
+            body = {"codeInputType": "Inline", "executionType": "Asynchronous", "code": code,
+                    "timeoutInSeconds": whole}
+            return Call("execute", "POST", "executions", self._params(), json=body, idempotent=False,
+                        read_timeout=self._timeout, headers={"operation-id": str(uuid.uuid4())})
         if self._settings.is_v2:
-            body: dict[str, Any] = {"codeInputType": "Inline", "executionType": "Synchronous", "code": code,
-                                    "timeoutInSeconds": whole}
+            body = {"codeInputType": "Inline", "executionType": "Synchronous", "code": code,
+                    "timeoutInSeconds": whole}
             return Call("execute", "POST", "executions", self._params(), json=body, idempotent=False,
                         read_timeout=read)
         props = {"codeInputType": "inline", "executionType": "synchronous", "code": code,
@@ -240,19 +316,86 @@ class SessionsClientBase:
         return Call("execute", "POST", "code/execute", self._params(), json={"properties": props},
                     idempotent=False, read_timeout=read)
 
-    def _next_poll(self, call: Call, execution_id: str, response: httpx.Response, attempt: int,
-                   deadline: float) -> tuple[Call, float]:
+    def _next_poll(self, execution_id: str, session_id: str, response: httpx.Response | None, attempt: int,
+                   deadline: float, waited: float, hint: str) -> tuple[Call, float]:
         """The poll of a running execution and the wait before it, or ExecutionTimeout past the deadline."""
         interval = min(_POLL_FIRST * 2 ** min(attempt, 8), _POLL_MAX)
-        delay = min(retry_after(response, time.time()) or interval, _POLL_MAX)
-        if time.monotonic() + delay > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise ExecutionTimeout(
-                f"Execution {execution_id} in session {self._session_id} was still running after "
-                f"{call.read_timeout:.0f} s; it was not re-sent and may still finish.", may_have_executed=True)
-        return self._poll_call(execution_id), delay
+                f"Execution {execution_id} in session {session_id} was still running after {waited:.3g} s; "
+                f"{hint}", may_have_executed=True)
+        # The last poll lands on the deadline itself: an execution that ends just in time is not missed.
+        delay = min(retry_after(response, time.time()) or interval, _POLL_MAX, remaining)
+        return self._poll_call(execution_id, session_id), delay
 
-    def _poll_call(self, execution_id: str) -> Call:
-        return Call("execution status", "GET", f"executions/{quote(execution_id, safe='')}", self._params())
+    def _poll_call(self, execution_id: str, session_id: str | None = None) -> Call:
+        if not isinstance(execution_id, str) or not execution_id:
+            raise InvalidArgumentError(f"Invalid execution id {execution_id!r}: expected a non-empty string.")
+        return Call("get execution", "GET", f"executions/{quote(execution_id, safe='')}",
+                    self._params(session_id=session_id), target=execution_id, kind="Execution")
+
+    @staticmethod
+    def _lost_start(call: Call, exc: ServiceRequestError) -> ServiceRequestError:
+        """The error for a start_execution whose reply never came: it names the id to ask about."""
+        operation_id = call.headers.get("operation-id")
+        return type(exc)(f"{exc} Its operation id is {operation_id}: get_execution({operation_id!r}) tells "
+                         f"whether it started.", may_have_executed=True)
+
+    def _get_execution_call(self, execution_id: str) -> Call:
+        self._require("get_execution()", ASYNC_EXECUTION_API_VERSIONS)
+        return self._poll_call(execution_id)
+
+    def _wait_deadline(self, state: _models.ExecutionState, timeout: float | None) -> tuple[float, float]:
+        """(monotonic deadline, seconds) for Execution.wait: by default the execution's own limit plus margin."""
+        if timeout is None:
+            timeout = (state._timeout or DEFAULT_EXECUTION_TIMEOUT) + EXECUTE_READ_MARGIN
+        if not timeout >= 0:
+            raise InvalidArgumentError(f"timeout must be 0 or more seconds, got {timeout!r}.")
+        return time.monotonic() + timeout, timeout
+
+    def _snapshot(self, call: Call, response: httpx.Response) -> tuple[str, _models.ExecutionResult | None, dict]:
+        """(execution id, result or None while running, raw body) from POST/GET executions."""
+        outcome = self._parse_execution(call, response)
+        body = self._json(call, response)
+        if isinstance(outcome, str):
+            return outcome, None, body
+        execution_id = outcome.execution_id or str(call.headers.get("operation-id") or call.target or "")
+        if not execution_id:
+            raise self._malformed(call, response, "execution without an id")
+        return execution_id, outcome, body
+
+    # -- pool-level calls -----------------------------------------------------------------------------------
+    def _list_sessions_call(self, page: tuple[tuple[str, str], ...] = ()) -> Call:
+        self._require("list_sessions()", SESSION_API_VERSIONS)
+        return Call("list sessions", "GET", "listSessions", self._pool_params(*page))
+
+    def _metadata_call(self) -> Call:
+        self._require("get_pool_metadata()", SESSION_API_VERSIONS)
+        return Call("get pool metadata", "GET", "metadata", self._pool_params())
+
+    def _parse_session_page(self, call: Call, response: httpx.Response) -> tuple[list[_models.SessionInfo],
+                                                                                   str | None]:
+        return self._parse(call, response, _models.session_page)
+
+    def _parse_metadata(self, call: Call, response: httpx.Response) -> _models.PoolMetadata:
+        return self._parse(call, response, _models.pool_metadata)
+
+    @staticmethod
+    def _next_page(next_link: str | None, seen: set[tuple[tuple[str, str], ...]]) -> tuple[tuple[str, str], ...] | None:
+        """The paging parameters (``skip=300``, a continuation token) of ``nextLink``, or None at the end.
+
+        Only its paging parameters are taken: the request goes to our own endpoint, so the bearer token is never
+        sent to a host named in a reply.
+        """
+        if not next_link or len(seen) >= _MAX_PAGES:
+            return None
+        page = tuple((k, v) for k, v in parse_qsl(urlsplit(next_link).query, keep_blank_values=True)
+                     if k.lower() not in ("api-version", "identifier"))
+        if not page or page in seen:
+            return None
+        seen.add(page)
+        return page
 
     def _file_params(self, directory: str) -> tuple[tuple[str, str], ...]:
         return self._params(("path", directory)) if directory else self._params()
@@ -278,10 +421,7 @@ class SessionsClientBase:
             return Call("list files", "GET", "files", self._params())
         extra: tuple[tuple[str, str], ...] = (("path", directory),) if directory else ()
         if recursive:
-            if self.api_version not in RECURSIVE_API_VERSIONS:
-                raise NotSupportedError(
-                    f"list_files(recursive=True) needs api-version {RECURSIVE_API_VERSIONS[0]} or later; "
-                    f"this client uses {self.api_version}.")
+            self._require("list_files(recursive=True)", RECURSIVE_API_VERSIONS)
             extra += (("recursive", "true"),)
         return Call("list files", "GET", "files", self._params(*extra))
 
@@ -297,10 +437,7 @@ class SessionsClientBase:
 
     def _session_call(self, method: str) -> Call:
         op = "get session" if method == "GET" else "delete session"
-        if self.api_version not in SESSION_API_VERSIONS:
-            raise NotSupportedError(
-                f"{op.replace(' ', '_')}() needs api-version {SESSION_API_VERSIONS[0]} or later; this client "
-                f"uses {self.api_version} (pass api_version=\"{SESSION_API_VERSIONS[-1]}\").")
+        self._require(f"{op.replace(' ', '_')}()", SESSION_API_VERSIONS)
         return Call(op, method, "session", self._params())
 
     # -- retry decisions ----------------------------------------------------------------------------------
@@ -314,6 +451,8 @@ class SessionsClientBase:
         if attempt >= self._max_retries:
             return None
         if exc is not None:
+            if _tls_failure(exc) is not None:
+                return None  # an untrusted certificate stays untrusted
             retryable = isinstance(exc, NOT_SENT_ERRORS) or (call.idempotent and isinstance(exc, httpx.TransportError))
         else:
             retryable = call.idempotent and response is not None and response.status_code in RETRY_STATUSES
@@ -358,7 +497,8 @@ class SessionsClientBase:
         return status_error(status, code, detail, op=call.op, target=call.target,
                             endpoint=public_endpoint(self.endpoint),
                             session_id=self._session_id, scope=self._settings.token_scope,
-                            api_version=self.api_version, retries=retries, request_id=request_id(response))
+                            api_version=self.api_version, retries=retries, request_id=request_id(response),
+                            kind=call.kind)
 
     def _malformed(self, call: Call, response: httpx.Response, why: str) -> MalformedResponseError:
         excerpt = _excerpt(response.text, self._secrets(), 120) if response.is_stream_consumed else "<stream>"

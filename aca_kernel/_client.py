@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,12 +16,12 @@ import httpx
 
 from ._base import Call, SessionsClientBase, error_boundary
 from ._config import CHUNK_SIZE
-from ._exceptions import InvalidArgumentError, ResourceNotFoundError
+from ._exceptions import InvalidArgumentError, ResourceNotFoundError, ServiceRequestError
 from ._http import client_options, detached
-from ._models import ExecutionResult, RemoteFile, SessionInfo
+from ._models import ExecutionResult, ExecutionState, PoolMetadata, RemoteFile, SessionInfo
 from ._validation import MAX_UPLOAD_BYTES, split_remote_name, upload_too_large, validate_upload_size
 
-__all__ = ["SessionsClient"]
+__all__ = ["Execution", "SessionsClient"]
 
 logger = logging.getLogger("aca_kernel.client")
 
@@ -206,6 +207,43 @@ class _Sink:
             os.remove(self.part)
 
 
+_STILL_RUNNING = "it keeps running in the session; call wait() again, or get_execution(id) later."
+
+
+class Execution(ExecutionState):
+    """An asynchronous execution started by ``SessionsClient.start_execution`` (or found by ``get_execution``)."""
+
+    def __init__(self, client: SessionsClient, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._client = client
+
+    def refresh(self) -> Execution:
+        """Ask the service for the current state (one GET) and return self."""
+        if not self.done:
+            call = self._client._poll_call(self.id, self.session_id)
+            _, result, raw = self._client._snapshot(call, self._client._request(call))
+            self._update(result, raw)
+        return self
+
+    def wait(self, timeout: float | None = None) -> ExecutionResult:
+        """Poll until the execution ends and return its result.
+
+        ``timeout`` (seconds) defaults to the execution's own limit plus a margin; past it, ``ExecutionTimeout``
+        is raised and the execution keeps running (wait again, or ``get_execution(id)`` later).
+        """
+        client = self._client
+        deadline, waited = client._wait_deadline(self, timeout)
+        attempt = 0
+        while self._result is None:
+            call, delay = client._next_poll(self.id, self.session_id, None, attempt, deadline, waited,
+                                            _STILL_RUNNING)
+            client._sleep(delay)
+            attempt += 1
+            _, result, raw = client._snapshot(call, client._request(call))
+            self._update(result, raw)
+        return self._result
+
+
 class SessionsClient(SessionsClientBase):
     """Run code and move files in one Azure Container Apps dynamic session (sync).
 
@@ -224,14 +262,16 @@ class SessionsClient(SessionsClientBase):
         timeout: float = 30.0,
         max_retries: int = 4,
         retry_total_timeout: float = 60.0,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(endpoint, credential, api_version=api_version, session_id=session_id,
                          token_scope=token_scope, token_refresh_minutes=token_refresh_minutes, timeout=timeout,
-                         max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=False)
+                         max_retries=max_retries, retry_total_timeout=retry_total_timeout, aio=False,
+                         verify=verify)
         self._sleep: Callable[[float], Any] = time.sleep
         self._http = httpx.Client(auth=self._auth, transport=transport, timeout=timeout,
-                                  **client_options(self.endpoint))
+                                  **client_options(self.endpoint, self._verify))
 
     # -- transport --------------------------------------------------------------------------------------
     def _send(self, call: Call, *, stream: bool = False,
@@ -270,20 +310,47 @@ class SessionsClient(SessionsClientBase):
         return self._send(call)
 
     # -- operations ----------------------------------------------------------------------------------------
-    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        """Run ``code`` in the session. A failing cell is a result with status "failed", not an error."""
-        call = self._execute_call(code, timeout)
+    def execute(self, code: str, *, timeout: float | None = None, sanitize_input: bool = False) -> ExecutionResult:
+        """Run ``code`` in the session. A failing cell is a result with status "failed", not an error.
+
+        ``sanitize_input=True`` first strips surrounding whitespace and a Markdown code fence (model-written code).
+        """
+        call = self._execute_call(code, timeout, sanitize_input=sanitize_input)
         deadline = time.monotonic() + (call.read_timeout or 0)
+        session_id = self._session_id
         response = self._request(call)
         outcome = self._parse_execution(call, response)
         attempt = 0
         while isinstance(outcome, str):  # 202 / Running: poll until the service reports an end state
-            poll, delay = self._next_poll(call, outcome, response, attempt, deadline)
+            poll, delay = self._next_poll(outcome, session_id, response, attempt, deadline, call.read_timeout or 0,
+                                          "it was not re-sent and may still finish.")
             self._sleep(delay)
             attempt += 1
             response = self._request(poll)
             outcome = self._parse_execution(poll, response)
         return outcome
+
+    def start_execution(self, code: str, *, timeout: float | None = None,
+                        sanitize_input: bool = False) -> Execution:
+        """Start ``code`` without waiting for it (2024-10-02-preview and later); ``Execution.wait()`` gets the
+        result. Never re-sent once it may have reached the service."""
+        call = self._execute_call(code, timeout, sanitize_input=sanitize_input, asynchronous=True)
+        session_id = self._session_id
+        try:
+            response = self._request(call)
+        except ServiceRequestError as exc:
+            if not exc.may_have_executed:
+                raise
+            raise self._lost_start(call, exc) from exc
+        execution_id, result, raw = self._snapshot(call, response)
+        return Execution(self, execution_id, session_id, result, raw,
+                         timeout=float(call.json["timeoutInSeconds"]))
+
+    def get_execution(self, execution_id: str) -> Execution:
+        """An execution of this session by id, as the service reports it now (2024-10-02-preview and later)."""
+        call = self._get_execution_call(execution_id)
+        _, result, raw = self._snapshot(call, self._request(call))
+        return Execution(self, execution_id, self._session_id, result, raw)
 
     def upload_file(self, source: str | os.PathLike[str] | bytes | BinaryIO, remote_name: str | None = None, *,
                     path: str | None = None, progress: Progress | None = None) -> RemoteFile:
@@ -377,6 +444,23 @@ class SessionsClient(SessionsClientBase):
             self._request(call)
         except ResourceNotFoundError:
             pass
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every session of the pool, all pages (2025-02-02-preview and later)."""
+        sessions: list[SessionInfo] = []
+        seen: set[tuple[tuple[str, str], ...]] = set()
+        page: tuple[tuple[str, str], ...] | None = ()
+        while page is not None:
+            call = self._list_sessions_call(page)
+            items, next_link = self._parse_session_page(call, self._request(call))
+            sessions.extend(items)
+            page = self._next_page(next_link, seen)
+        return sessions
+
+    def get_pool_metadata(self) -> PoolMetadata:
+        """The pool's runtime, pre-installed packages and Jupyter kernel (2025-02-02-preview and later)."""
+        call = self._metadata_call()
+        return self._parse_metadata(call, self._request(call))
 
     # -- lifetime ------------------------------------------------------------------------------------------
     def close(self) -> None:

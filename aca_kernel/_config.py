@@ -17,6 +17,7 @@ from ._validation import validate_session_id
 
 __all__ = [
     "API_VERSIONS",
+    "ASYNC_EXECUTION_API_VERSIONS",
     "DEFAULT_API_VERSION",
     "DEFAULT_EXECUTION_TIMEOUT",
     "DEFAULT_TOKEN_SCOPE",
@@ -45,8 +46,11 @@ DEFAULT_API_VERSION = "2024-02-02-preview"
 V1_API_VERSIONS = ("2024-02-02-preview",)
 V2_API_VERSIONS = ("2024-10-02-preview", "2025-02-02-preview", "2025-10-02-preview")
 API_VERSIONS = V1_API_VERSIONS + V2_API_VERSIONS
-# GET/DELETE session arrived with 2025-02-02-preview; `recursive` on GET files with 2025-10-02-preview.
+# GET/DELETE session, GET listSessions and GET metadata arrived with 2025-02-02-preview; asynchronous executions
+# (executionType Asynchronous, GET executions/{id}) with 2024-10-02-preview; `recursive` on GET files with
+# 2025-10-02-preview.
 SESSION_API_VERSIONS = ("2025-02-02-preview", "2025-10-02-preview")
+ASYNC_EXECUTION_API_VERSIONS = V2_API_VERSIONS
 RECURSIVE_API_VERSIONS = ("2025-10-02-preview",)
 
 DEFAULT_TOKEN_SCOPE = "https://dynamicsessions.io/.default"

@@ -130,8 +130,11 @@ class MalformedResponseError(HttpResponseError):
 
 def status_error(status: int, code: str | None, detail: str, *, op: str, target: str | None, endpoint: str,
                  session_id: str, scope: str, api_version: str, retries: int,
-                 request_id: str | None) -> HttpResponseError:
-    """The error for a non-2xx reply: the subclass for the status and a one-line message saying what to do."""
+                 request_id: str | None, kind: str = "File") -> HttpResponseError:
+    """The error for a non-2xx reply: the subclass for the status and a one-line message saying what to do.
+
+    ``target`` names what the call was about (a file, an execution id) and ``kind`` what it is ("File").
+    """
     tag = f"{status} {code}" if code else str(status)
     said = f" The service said: {detail}" if detail else ""
     again = f" after {retries} retries" if retries else ""
@@ -142,7 +145,7 @@ def status_error(status: int, code: str | None, detail: str, *, op: str, target:
         msg = (f"Permission denied ({tag}) during {op}: your identity needs the \"Azure ContainerApps Session "
                f"Executor\" role on the session pool {endpoint}.")
     elif status == 404 and target:
-        msg = f"File {target!r} not found in session {session_id} ({tag})."
+        msg = f"{kind} {target!r} not found in session {session_id} ({tag})."
     elif status == 404:
         msg = (f"Not found ({tag}) during {op}: the endpoint {endpoint} or session {session_id} may be wrong, "
                f"or the pool is at its session limit.")

@@ -27,10 +27,14 @@ def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=True)
 
 
-def client_options(endpoint: str) -> dict[str, Any]:
-    """Keyword arguments for ``httpx.Client``/``AsyncClient`` talking to ``endpoint``."""
-    verify: Any = False  # plain http:// has no TLS to verify, and skipping it skips loading the CA bundle
-    if not endpoint.lower().startswith("http://"):
+def client_options(endpoint: str, verify: bool | ssl.SSLContext = True) -> dict[str, Any]:
+    """Keyword arguments for ``httpx.Client``/``AsyncClient`` talking to ``endpoint``.
+
+    ``verify`` as the client was given it (``_base.ssl_verify``): True means the system's trust store.
+    """
+    if endpoint.lower().startswith("http://"):
+        verify = False  # plain http:// has no TLS to verify, and skipping it skips loading the CA bundle
+    elif verify is True:
         verify = _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
     return {"verify": verify, "limits": httpx.Limits(max_keepalive_connections=8, keepalive_expiry=KEEPALIVE_EXPIRY)}
 

@@ -3,7 +3,9 @@
 One pool per user: its pid, endpoint and token live in ``<jupyter runtime dir>/aca-sessions-pool.json``
 (mode 0600; ``ACA_LOCAL_POOL_DIR`` overrides the directory). A file lock makes two kernels starting at the
 same moment share one pool. The pool runs detached (its own session) so it outlives the process that started
-it; ``aca-sessions pool stop`` ends it. Extra emulator options come from ``ACA_LOCAL_POOL_ARGS``.
+it; ``aca-sessions pool stop`` ends it. Extra emulator options come from ``ACA_LOCAL_POOL_ARGS``. Started with
+``tls=True`` (``aca-sessions pool start --tls``) it serves HTTPS; its CA bundle path is kept in the state file,
+and clients of the local pool trust it through ``LocalPool.verify``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import httpx
@@ -54,6 +56,12 @@ class LocalPool:
     session_id: str | None = None  # the pool's default session, shared by `aca-sessions exec` and `files`
     log_file: str | None = None
     sandboxed: bool = True  # False when bubblewrap was missing and the pool runs sessions with --no-sandbox
+    ca_bundle: str | None = None  # the CA of a pool serving HTTPS with its own certificate
+
+    @property
+    def verify(self) -> str | bool:
+        """The client's ``verify=`` for this pool: its CA bundle, or True (system trust, SSL_CERT_FILE)."""
+        return self.ca_bundle or True
 
 
 def state_dir() -> Path:
@@ -151,40 +159,46 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
-def _list_sessions(endpoint: str, token: str, timeout: float = 10.0) -> httpx.Response:
+def _list_sessions(endpoint: str, token: str, timeout: float = 10.0, ca_bundle: str | None = None) -> httpx.Response:
     """The pool-level health call, shared by the liveness check and ``session_count``."""
     import httpx
 
+    verify: Any = True
+    if ca_bundle:
+        import ssl
+
+        verify = ssl.create_default_context(cafile=ca_bundle)
     return httpx.get(endpoint.rstrip("/") + "/" + _HEALTH_QUERY, headers={"Authorization": f"Bearer {token}"},
-                     timeout=timeout)
+                     timeout=timeout, verify=verify)
 
 
-def _answers(endpoint: str, token: str, timeout: float = 10.0) -> bool:
+def _answers(endpoint: str, token: str, timeout: float = 10.0, ca_bundle: str | None = None) -> bool:
     import httpx
 
     try:
-        r = _list_sessions(endpoint, token, timeout)
+        r = _list_sessions(endpoint, token, timeout, ca_bundle)
     except httpx.TimeoutException:
         # Our emulator process is there but slow (busy machine): replacing it would kill the user's sessions.
         logger.warning("the local session pool at %s is slow to answer; reusing it anyway", endpoint)
         return True
-    except httpx.HTTPError:
+    except (httpx.HTTPError, OSError):  # OSError: a CA bundle that is gone
         return False
     # Any answer but an auth failure means a pool that accepts our token is listening there.
     return r.status_code not in (401, 403)
 
 
 def _alive(state: dict) -> bool:
-    return _process_exists(int(state["pid"])) and _answers(state["endpoint"], state["token"])
+    return _process_exists(int(state["pid"])) and _answers(state["endpoint"], state["token"],
+                                                           ca_bundle=state.get("ca_bundle"))
 
 
 def _pool_from_state(state: dict, *, started: bool, directory: Path) -> LocalPool:
     return LocalPool(endpoint=state["endpoint"], token=state["token"], pid=int(state["pid"]), started=started,
                      session_id=state.get("session_id"), log_file=str(directory / LOG_FILE),
-                     sandboxed=state.get("sandboxed", True))
+                     sandboxed=state.get("sandboxed", True), ca_bundle=state.get("ca_bundle"))
 
 
-def _emulator_argv(data_dir: Path) -> list[str]:
+def _emulator_argv(data_dir: Path, tls: bool = False) -> list[str]:
     extra = shlex.split(os.environ.get("ACA_LOCAL_POOL_ARGS", ""))
     if any(a == "--token" or a.startswith("--token=") for a in extra):
         raise LocalPoolError("ACA_LOCAL_POOL_ARGS must not set --token: the local pool makes its own")
@@ -192,13 +206,15 @@ def _emulator_argv(data_dir: Path) -> list[str]:
     # it on its stdout, which only this user can read (see _start).
     argv = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
             "--data-dir", str(data_dir), *extra]
+    if tls and "--tls" not in extra:
+        argv.append("--tls")
     if shutil.which("bwrap") is None and "--no-sandbox" not in extra:
         logger.warning("bubblewrap (bwrap) is not installed: the local pool runs sessions without a sandbox")
         argv.append("--no-sandbox")
     return argv
 
 
-def _start(directory: Path, timeout: float) -> dict:
+def _start(directory: Path, timeout: float, tls: bool = False) -> dict:
     data_dir = directory / DATA_DIR
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = directory / LOG_FILE
@@ -209,7 +225,7 @@ def _start(directory: Path, timeout: float) -> dict:
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # Files, not pipes: the pool outlives us and must never write into a closed pipe.
-        argv = _emulator_argv(data_dir)
+        argv = _emulator_argv(data_dir, tls)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=log_fd,
                                 env=env, cwd=directory, start_new_session=True)
     finally:
@@ -229,46 +245,57 @@ def _start(directory: Path, timeout: float) -> dict:
         # The token lives on only in the 0600 state file; the pool keeps writing to the unlinked file, if at all.
         with contextlib.suppress(FileNotFoundError):
             out_path.unlink()
-    endpoint, token = announced
+    endpoint, token, ca_bundle = announced
     # Keep the Popen from warning when it is garbage-collected while the detached pool runs on.
     proc.returncode = 0
     state = {"pid": proc.pid, "endpoint": endpoint, "token": token, "session_id": str(uuid.uuid4()),
-             "started_at": time.time(), "log_file": str(log_path), "sandboxed": "--no-sandbox" not in argv}
+             "started_at": time.time(), "log_file": str(log_path), "sandboxed": "--no-sandbox" not in argv,
+             "ca_bundle": ca_bundle}
     _write_state(directory, state)
     logger.info("started the local session pool at %s (pid %d)", endpoint, proc.pid)
     return state
 
 
-def _read_announcement(path: Path) -> tuple[str, str] | None:
-    """(endpoint, token) once the emulator has printed both lines, else None."""
+def _read_announcement(path: Path) -> tuple[str, str, str | None] | None:
+    """(endpoint, token, CA bundle or None) once the emulator has printed its lines, else None.
+
+    The CA bundle line (HTTPS with a generated CA) comes between the other two, so it is there by the token's.
+    """
     values: dict[str, str] = {}
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, sep, value = line.partition(": ")
-                if sep and key in ("pool endpoint", "token") and line.endswith("\n"):
+                if sep and key in ("pool endpoint", "ca bundle", "token") and line.endswith("\n"):
                     values[key] = value.strip()
     except OSError:
         return None
     if "pool endpoint" in values and "token" in values:
-        return values["pool endpoint"], values["token"]
+        return values["pool endpoint"], values["token"], values.get("ca bundle")
     return None
 
 
-def ensure_local_pool(*, timeout: float = 60) -> LocalPool:
-    """Reuse this user's running local pool, or start one; ``.started`` says which happened."""
+def ensure_local_pool(*, timeout: float = 60, tls: bool = False) -> LocalPool:
+    """Reuse this user's running local pool, or start one; ``.started`` says which happened.
+
+    ``tls=True`` starts it serving HTTPS (and refuses to reuse a running plain-HTTP pool).
+    """
     directory = state_dir()
     with _locked(directory, timeout):
         state = _read_state(directory)
         if state is not None:
             if _alive(state):
+                if tls and not str(state["endpoint"]).startswith("https:"):
+                    raise LocalPoolError(f"the local session pool is already running over HTTP at "
+                                         f"{state['endpoint']}; stop it with `aca-sessions pool stop`, then start "
+                                         f"it again with --tls")
                 return _pool_from_state(state, started=False, directory=directory)
             logger.info("the local session pool recorded in %s is gone; starting a new one", directory / STATE_FILE)
             if _process_exists(int(state["pid"])):
                 _terminate(int(state["pid"]))  # running but not answering: do not leave it behind
             with contextlib.suppress(FileNotFoundError):
                 (directory / STATE_FILE).unlink()
-        state = _start(directory, timeout)
+        state = _start(directory, timeout, tls)
         return _pool_from_state(state, started=True, directory=directory)
 
 
@@ -286,8 +313,8 @@ def session_count(pool: LocalPool) -> int | None:
     import httpx
 
     try:
-        return int(_list_sessions(pool.endpoint, pool.token).json()["count"])
-    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return int(_list_sessions(pool.endpoint, pool.token, ca_bundle=pool.ca_bundle).json()["count"])
+    except (httpx.HTTPError, OSError, ValueError, KeyError, TypeError):
         return None
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["ExecutionResult", "ImageResult", "RemoteFile", "SessionInfo"]
+__all__ = ["ExecutionResult", "ExecutionState", "ImageResult", "PoolMetadata", "RemoteFile", "SessionInfo"]
 
 _SUCCEEDED = {"success", "succeeded"}
 _FAILED = {"failure", "failed", "canceled", "cancelled"}
@@ -87,6 +87,70 @@ class SessionInfo:
     expire_at: datetime | None
     etag: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PoolMetadata:
+    """What ``GET metadata`` says about the pool (2025-02-02-preview and later).
+
+    ``runtimes`` and ``packages`` map names to versions (``{"Python": "3.12.7"}``, ``{"pandas": "2.2.2", ...}``);
+    ``jupyter_kernel`` is the service's ``{name, version, projectUrl, description}`` object, or None.
+    """
+
+    runtimes: dict[str, str] = field(compare=False)
+    packages: dict[str, str] = field(repr=False, compare=False)
+    jupyter_kernel: dict[str, Any] | None = field(compare=False)
+    created_at: datetime | None
+    last_updated_at: datetime | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+class ExecutionState:
+    """An asynchronous execution as last reported by the service; the clients' ``Execution`` adds ``wait()``.
+
+    ``status`` is "running" until the service reports an end state, then "succeeded" or "failed" and
+    ``result`` holds the :class:`ExecutionResult`.
+    """
+
+    def __init__(self, execution_id: str, session_id: str, result: ExecutionResult | None,
+                 raw: dict[str, Any], timeout: float | None = None) -> None:
+        self._id = execution_id
+        self._session_id = session_id
+        self._result = result
+        self._raw = raw
+        self._timeout = timeout  # the limit sent with the code, when this handle started it
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def session_id(self) -> str:
+        """The session the execution runs in (kept even if the client moves to another session)."""
+        return self._session_id
+
+    @property
+    def status(self) -> Literal["running", "succeeded", "failed"]:
+        return "running" if self._result is None else self._result.status
+
+    @property
+    def done(self) -> bool:
+        return self._result is not None
+
+    @property
+    def result(self) -> ExecutionResult | None:
+        """The outcome once done, else None (``wait()`` waits for it)."""
+        return self._result
+
+    @property
+    def raw(self) -> dict[str, Any]:
+        return self._raw
+
+    def _update(self, result: ExecutionResult | None, raw: dict[str, Any]) -> None:
+        self._result, self._raw = result, raw
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self._id!r} session_id={self._session_id!r} status={self.status!r}>"
 
 
 def parse_datetime(value: Any) -> datetime | None:
@@ -165,6 +229,36 @@ def execution_from_v2(body: dict[str, Any]) -> ExecutionResult:
         result=_result_value(inner.get("executionResult")),
         execution_time_ms=_optional_int(inner.get("executionTimeInMilliseconds")),
         execution_id=body.get("id"),
+        raw=body,
+    )
+
+
+def session_page(body: dict[str, Any]) -> tuple[list[SessionInfo], str | None]:
+    """One page of ``GET listSessions``: the sessions and the next page's link, if any."""
+    # The spec's example says "sessions", Microsoft's docs say "value" (+ "count"): take whichever is there.
+    items = body["sessions"] if "sessions" in body else body["value"]
+    if not isinstance(items, list):
+        raise TypeError("the session list is not an array")
+    next_link = body.get("nextLink")
+    return [session_from_v2(item) for item in items], str(next_link) if next_link else None
+
+
+def _name_versions(items: Any) -> dict[str, str]:
+    if items is None:
+        return {}
+    return {str(item["name"]): str(item.get("version") or "") for item in items}
+
+
+def pool_metadata(body: dict[str, Any]) -> PoolMetadata:
+    kernel = body.get("jupyterKernel")
+    if kernel is not None and not isinstance(kernel, dict):
+        raise TypeError("jupyterKernel is not an object")
+    return PoolMetadata(
+        runtimes=_name_versions(body.get("runtimes")),
+        packages=_name_versions(body.get("preInstalledPackages")),
+        jupyter_kernel=kernel,
+        created_at=parse_datetime(body.get("createdAt")),
+        last_updated_at=parse_datetime(body.get("lastUpdatedAt")),
         raw=body,
     )
 

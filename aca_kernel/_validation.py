@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 
 from ._exceptions import InvalidArgumentError
 
 __all__ = [
     "IDENTIFIER_RULE",
     "MAX_UPLOAD_BYTES",
+    "sanitize_code",
     "split_remote_name",
     "upload_too_large",
     "v1_delete_snippet",
@@ -118,3 +120,34 @@ globals().pop("__aca_sessions_rm")(__import__("json").loads({literal}))"""
 
 def v1_delete_snippet(rel: str) -> str:
     return _V1_DELETE.format(literal=repr(json.dumps(rel)))
+
+
+# A Markdown fence line: three or more backticks (or tildes) and an optional info string ("python", "py3", ...).
+_OPENING_FENCE = re.compile(r"^(?:`{3,}|~{3,})[^`]*$")
+_CLOSING_FENCE = re.compile(r"^(?:`{3,}|~{3,})$")
+_PYTHON_TAG = re.compile(r"(?i)^(?:python3?|py|ipython)$")
+
+
+def sanitize_code(code: str) -> str:
+    """Model-written code as the interpreter wants it: no surrounding blank lines, no Markdown fence.
+
+    What LangChain's tool and the C# library do (strip whitespace and backticks around the code and a leading
+    ``python`` tag), minus their regex's slips: a name that merely starts with "python" (``pythonic = 1``) is
+    kept, and indentation is removed as a block (dedent), so the second line of an indented snippet does not
+    become an IndentationError.
+    """
+    lines = code.splitlines()
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if lines and _OPENING_FENCE.match(lines[0].strip()):
+        lines.pop(0)
+        if lines and _CLOSING_FENCE.match(lines[-1].strip()):
+            lines.pop()
+    elif len(lines) > 1 and _PYTHON_TAG.match(lines[0].strip()):
+        lines.pop(0)  # a fence's info string left on its own line ("python\nprint(1)")
+    text = textwrap.dedent("\n".join(lines)).strip("\n").rstrip()
+    if "\n" not in text and len(text) > 1 and text[0] == text[-1] == "`":
+        text = text.strip("`").strip()  # inline code: `print(1)`
+    return text

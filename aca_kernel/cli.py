@@ -49,6 +49,7 @@ class Target:
     endpoint: str
     credential: str | None  # None: the client reads ACA_TOKEN or uses DefaultAzureCredential
     session_id: str | None
+    verify: str | bool = True  # the local pool's CA bundle when it serves HTTPS (else SSL_CERT_FILE applies)
 
 
 def _resolve_target(args: argparse.Namespace, *, for_files: bool) -> Target:
@@ -72,17 +73,18 @@ def _resolve_target(args: argparse.Namespace, *, for_files: bool) -> Target:
         _note(f"using the local session pool at {pool.endpoint}")
     if not session and pool.session_id:
         session = pool.session_id
-    return Target(pool.endpoint, pool.token, session)
+    return Target(pool.endpoint, pool.token, session, pool.verify)
 
 
 @contextlib.contextmanager
-def _client(args: argparse.Namespace, *, for_files: bool = False) -> Iterator[SessionsClient]:
+def _client(args: argparse.Namespace, *, for_files: bool = False, api_version: str | None = None,
+            pool_level: bool = False) -> Iterator[SessionsClient]:
     from aca_kernel import SessionsClient
 
     target = _resolve_target(args, for_files=for_files)
-    client = SessionsClient(target.endpoint, target.credential, api_version=args.api_version,
-                            session_id=target.session_id)
-    if target.session_id is None:
+    client = SessionsClient(target.endpoint, target.credential, api_version=api_version or args.api_version,
+                            session_id=target.session_id, verify=target.verify)
+    if target.session_id is None and not pool_level:
         # A random id makes a fresh session; tell the user how to come back to it.
         _note(f"session: {client.session_id} (pass --session {client.session_id} to reuse it)")
     with client:
@@ -180,12 +182,14 @@ def cmd_pool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from aca_kernel import _localpool
 
     # A LocalPoolError is turned into the one-line error by main().
+    if args.tls and args.pool_command != "start":
+        parser.error("--tls goes with `pool start`")
     if args.pool_command == "stop":
         stopped = _localpool.stop_local_pool()
         print("stopped the local session pool" if stopped else "no local session pool was running")
         return EXIT_OK
     if args.pool_command == "start":
-        pool = _localpool.ensure_local_pool()
+        pool = _localpool.ensure_local_pool(tls=args.tls)
     else:
         pool = _localpool.local_pool_status()
         if pool is None:
@@ -193,7 +197,8 @@ def cmd_pool(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return EXIT_FAILED
     verb = "started" if pool.started else "running"
     count = _localpool.session_count(pool)
-    print(f"local session pool {verb}\n  endpoint: {pool.endpoint}\n  pid: {pool.pid}\n"
+    ca = f"  ca bundle: {pool.ca_bundle}\n" if pool.ca_bundle else ""
+    print(f"local session pool {verb}\n  endpoint: {pool.endpoint}\n{ca}  pid: {pool.pid}\n"
           f"  sessions: {'unknown' if count is None else count}\n"
           f"  default session: {pool.session_id}\n  log: {pool.log_file}")
     return EXIT_OK
@@ -226,8 +231,11 @@ def cmd_lab(argv: Sequence[str]) -> int:
     else:
         pool = _localpool.ensure_local_pool()  # a LocalPoolError becomes main()'s one-line error
         _note(f"{'started' if pool.started else 'using'} the local session pool at {pool.endpoint}")
-        env[ENV_ENDPOINT] = pool.endpoint
-        env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
+        if pool.ca_bundle is None:
+            env[ENV_ENDPOINT] = pool.endpoint
+            env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
+        # else (pool start --tls): the kernels find this pool themselves and trust its CA (LocalPool.verify),
+        # which an endpoint in the environment would not carry.
     # Found already (wheel or `aca-sessions install`), or a private copy added to JUPYTER_PATH for Lab.
     ensure_kernelspec(env, _localpool.state_dir() / "aca-sessions-jupyter")
     cmd = [sys.executable, "-m", "jupyterlab", *lab_server_args(argv)]
@@ -274,13 +282,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_files_parser(sub, conn)
 
+    from aca_kernel._cli_sessions import add_sessions_parser
+
+    add_sessions_parser(sub, conn)
+
     pool = sub.add_parser("pool", help="the local session pool: status, start, stop")
     pool.add_argument("pool_command", choices=["status", "start", "stop"], metavar="{status,start,stop}")
+    pool.add_argument("--tls", action="store_true",
+                      help="start: serve HTTPS with a local CA (its bundle path is printed, for SSL_CERT_FILE)")
+    pool.set_defaults(parser=pool)
 
     # Subcommands whose parsing belongs to another module; main() dispatches them before parsing.
     sub.add_parser("install", help="install the 'ACA Sessions' Jupyter kernelspec (see --help)", add_help=False)
     sub.add_parser("emulator", help="run a local session pool in the foreground (see --help)", add_help=False)
     sub.add_parser("lab", help="start JupyterLab wired to the local pool or $" + ENV_ENDPOINT, add_help=False)
+    sub.add_parser("mcp", help="serve a Model Context Protocol server (stdio) for agents (see --help)",
+                   add_help=False)
     return parser
 
 
@@ -305,11 +322,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             from aca_kernel.kernel.install import main as install_main
 
             return install_main(argv[1:], prog="aca-sessions install")
+        if argv and argv[0] == "mcp":
+            from aca_kernel.mcp import main as mcp_main
+
+            return mcp_main(argv[1:], prog="aca-sessions mcp")
         parser = build_parser()
         args = parser.parse_args(argv)
         from aca_kernel._cli_files import cmd_files
+        from aca_kernel._cli_sessions import cmd_sessions
 
-        handlers = {"exec": cmd_exec, "files": cmd_files, "pool": cmd_pool}
+        handlers = {"exec": cmd_exec, "files": cmd_files, "pool": cmd_pool, "sessions": cmd_sessions}
         if args.command not in handlers:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

@@ -35,6 +35,7 @@ def test_source_kernel_json_is_the_documented_spec():
         "display_name": "ACA Sessions",
         "language": "python",
         "interrupt_mode": "message",
+        "kernel_protocol_version": "5.3",
         "metadata": {"debugger": False},
     }
     for logo in ("logo-32x32.png", "logo-64x64.png"):
@@ -59,6 +60,7 @@ def test_cli_install_prefix_writes_kernel_json_with_env(tmp_path: Path):
     assert spec["language"] == "python"
     assert spec["interrupt_mode"] == "message"
     assert spec["metadata"] == {"debugger": False}
+    assert spec["kernel_protocol_version"] == install_mod.kernel_protocol_version()
     assert spec["env"] == {"ACA_POOL_MANAGEMENT_ENDPOINT": "http://127.0.0.1:1/",
                            "ACA_API_VERSION": "2025-02-02-preview"}
     assert (dest / "logo-64x64.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -74,6 +76,31 @@ def test_installed_spec_is_found_by_jupyter_client(tmp_path: Path):
     assert spec.interrupt_mode == "message"
     assert spec.argv[1:3] == ["-m", "aca_kernel.kernel"]
     assert "env" not in json.loads((_spec_dir(tmp_path, "aca_test") / "kernel.json").read_text())
+
+
+def test_declared_protocol_version_is_what_the_kernel_reports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # The shipped spec, the installed spec and a running kernel's kernel_info reply all state one version, and
+    # it stays below 5.5: that would promise the JEP 66 handshake, which the kernel (ipykernel) does not do.
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import start_new_kernel
+
+    shipped = json.loads((REPO / "kernelspec" / "aca_sessions" / "kernel.json").read_text())
+    assert shipped["kernel_protocol_version"] == install_mod.kernel_protocol_version()
+    install_mod.install(prefix=tmp_path, name="aca_proto")
+    ksm = KernelSpecManager(kernel_dirs=[str(tmp_path / "share" / "jupyter" / "kernels")])
+    spec = ksm.get_kernel_spec("aca_proto")
+    assert spec.kernel_protocol_version == shipped["kernel_protocol_version"]
+    assert tuple(int(x) for x in spec.kernel_protocol_version.split(".")) < (5, 5)
+    # No endpoint and no pool are needed for kernel_info: the kernel touches the network only for a cell.
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    km, kc = start_new_kernel(kernel_name="aca_proto", startup_timeout=60)
+    try:
+        reply = kc.kernel_info(reply=True, timeout=60)
+        assert reply["content"]["protocol_version"] == spec.kernel_protocol_version
+        assert reply["content"]["implementation"] == "aca_sessions"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_named_install_gets_a_distinct_display_name(tmp_path: Path):

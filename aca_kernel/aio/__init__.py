@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ._client import SessionsClient
+from ._client import Execution, SessionsClient
 
-__all__ = ["SessionsClient"]
+__all__ = ["Execution", "SessionsClient"]
 
 SessionsClient.__module__ = "aca_kernel.aio"
+Execution.__module__ = "aca_kernel.aio"

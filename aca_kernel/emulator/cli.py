@@ -1,8 +1,8 @@
 """``aca-sessions emulator`` / ``python -m aca_kernel.emulator``: argument parsing and the uvicorn server.
 
-Prints exactly one ``pool endpoint: <URL>`` line to stdout once it accepts requests (plus ``token: <T>`` when
-it generated the token); everything else is logging on stderr. Serves until SIGINT or SIGTERM, then stops
-every session kernel it started.
+Prints exactly one ``pool endpoint: <URL>`` line to stdout once it accepts requests (then ``ca bundle: <path>``
+when it serves HTTPS with its own CA, and ``token: <T>`` when it generated the token); everything else is logging
+on stderr. Serves until SIGINT or SIGTERM, then stops every session kernel it started.
 """
 
 from __future__ import annotations
@@ -89,18 +89,26 @@ def build_parser(prog: str = "aca-sessions emulator") -> argparse.ArgumentParser
                    help="run session kernels without bubblewrap: NOT isolated from each other or from you")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level on stderr (default: info)")
+    tls = p.add_argument_group("HTTPS")
+    tls.add_argument("--tls", action="store_true",
+                     help="serve HTTPS with a local CA and a certificate for localhost/127.0.0.1/::1, made once "
+                          "under the data folder; prints 'ca bundle: <path>' for SSL_CERT_FILE or verify=")
+    tls.add_argument("--certfile", type=Path, metavar="PEM",
+                     help="serve HTTPS with this certificate (chain) instead; implies --tls")
+    tls.add_argument("--keyfile", type=Path, metavar="PEM",
+                     help="the private key of --certfile (default: in the --certfile file)")
     return p
 
 
-def _endpoint_url(host: str, port: int) -> str:
+def _endpoint_url(host: str, port: int, scheme: str = "http") -> str:
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return f"http://{host}:{port}"
+        return f"{scheme}://{host}:{port}"
     if address.is_unspecified:
         # Bound to every interface: print the loopback URL, which always reaches it.
         address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    return f"http://[{address}]:{port}" if address.version == 6 else f"http://{address}:{port}"
+    return f"{scheme}://[{address}]:{port}" if address.version == 6 else f"{scheme}://{address}:{port}"
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -121,7 +129,29 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _serve(app: Any, sock: socket.socket, backend: Any, announce: Callable[[], None], log_level: str) -> None:
+def _tls_files(args: argparse.Namespace, data_dir: Path) -> Any:
+    """The certificate to serve (generated, or the user's), or None for plain HTTP; ValueError when unusable."""
+    from .tls import TLSFiles, ensure_certificates, server_context
+
+    if args.certfile is not None:
+        files = TLSFiles(args.certfile.absolute(), args.keyfile.absolute() if args.keyfile else None, None)
+    elif args.tls:
+        files = ensure_certificates(data_dir)
+    else:
+        return None
+    server_context(files.certfile, files.keyfile)  # fails here, with a clear line, not inside uvicorn
+    return files
+
+
+def _is_unspecified(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _serve(app: Any, sock: socket.socket, backend: Any, announce: Callable[[], None], log_level: str,
+           tls: Any = None) -> None:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -146,9 +176,12 @@ def _serve(app: Any, sock: socket.socket, backend: Any, announce: Callable[[], N
                     signal.signal(sig, handler)
 
     # uvicorn's own INFO lines (started, shutting down) only at --log-level debug: our logger says it all.
+    ssl_files: dict[str, Any] = {}
+    if tls is not None:
+        ssl_files = {"ssl_certfile": str(tls.certfile), "ssl_keyfile": str(tls.keyfile) if tls.keyfile else None}
     config = uvicorn.Config(app, log_config=None, log_level="debug" if log_level == "debug" else "warning",
                             access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False,
+                            timeout_graceful_shutdown=5, server_header=False, **ssl_files,
                             # longer than the client keeps an idle connection (aca_kernel/_http.py), so the
                             # client, not the pool, closes it: never under a request in flight
                             timeout_keep_alive=300)
@@ -177,6 +210,13 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
         logger.warning("--no-sandbox: sessions are NOT isolated. Their code runs as you, can read and write "
                        "your files, reach the network and see each other.")
         logger.warning("=" * 78)
+    if args.tls and args.certfile is None and not (_is_loopback(args.host) or _is_unspecified(args.host)):
+        print(f"{prog}: --tls makes a certificate for localhost, 127.0.0.1 and ::1 only; to serve HTTPS on "
+              f"{args.host}, pass --certfile/--keyfile for that name", file=sys.stderr)
+        return 2
+    if args.keyfile is not None and args.certfile is None:
+        print(f"{prog}: --keyfile needs --certfile", file=sys.stderr)
+        return 2
     if not _is_loopback(args.host):
         logger.warning("binding %s: the pool is reachable from other machines; it runs their code", args.host)
 
@@ -190,22 +230,32 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
     own_data_dir = args.data_dir is None
     data_dir = Path(tempfile.mkdtemp(prefix="aca-pool-")) if own_data_dir else args.data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        tls = _tls_files(args, data_dir)
+    except ValueError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sock.close()
+        if own_data_dir:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        return 2
     token = args.token or secrets.token_urlsafe(24)
     settings = PoolSettings(data_dir=data_dir, cooldown=args.cooldown, max_sessions=args.max_sessions,
                             ready=args.ready, timeout=args.timeout, python=args.python)
     backend = Backend(settings, lambda data, run: SessionKernel(data, run, config))
     app = create_app(backend, token)
-    url = _endpoint_url(args.host, sock.getsockname()[1])
+    url = _endpoint_url(args.host, sock.getsockname()[1], "https" if tls is not None else "http")
 
     def announce() -> None:
         print(f"pool endpoint: {url}", flush=True)
+        if tls is not None and tls.ca_bundle is not None:
+            print(f"ca bundle: {tls.ca_bundle}", flush=True)
         if not args.token:
             print(f"token: {token}", flush=True)
         logger.info("serving on %s (data in %s, %s)", url, data_dir,
                     "no sandbox" if args.no_sandbox else "sandboxed sessions")
 
     try:
-        _serve(app, sock, backend, announce, args.log_level)
+        _serve(app, sock, backend, announce, args.log_level, tls)
     finally:
         sock.close()
         if own_data_dir:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 __all__ = ["DEFAULT_NAME", "add_arguments", "ensure_kernelspec", "find_kernelspec_dir", "install", "kernel_json",
-           "main", "run"]
+           "kernel_protocol_version", "main", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,13 @@ def find_kernelspec_dir() -> Path | None:
     return None
 
 
+def kernel_protocol_version() -> str:
+    """The messaging protocol version the kernel speaks: the one ipykernel (its base class) reports in kernel_info."""
+    from ipykernel import kernel_protocol_version as version
+
+    return str(version)
+
+
 def kernel_json(
     *, env: Mapping[str, str] | None = None, display_name: str | None = None, executable: str | None = None
 ) -> dict:
@@ -54,6 +61,8 @@ def kernel_json(
     }
     # Pin the interpreter: a spec installed with --user must not depend on whichever "python" is on PATH.
     spec["argv"] = [executable or sys.executable, "-m", "aca_kernel.kernel", "-f", "{connection_file}"]
+    # What this interpreter's kernel will really report (the shipped file states the version it was made with).
+    spec["kernel_protocol_version"] = kernel_protocol_version()
     if display_name:
         spec["display_name"] = display_name
     if env:

@@ -246,9 +246,12 @@ class ACAContext:
                 else:
                     endpoint, credential = self._endpoint_and_credential()
                 session_id = self.settings.session_id if key is None else None
+                # A local pool serving HTTPS with its own CA is trusted through its bundle.
+                verify = self.local_pool.verify if credential is not None and self.local_pool else True
                 client = SessionsClient(endpoint, credential, api_version=api_version or self.settings.api_version,
                                         session_id=session_id or str(uuid.uuid4()),
-                                        token_scope=self.settings.token_scope, transport=self.transport)
+                                        token_scope=self.settings.token_scope, transport=self.transport,
+                                        verify=verify)
                 state = SessionState(client=client, name=name)
                 self._sessions[key] = state
                 self._ensure_keepalive()

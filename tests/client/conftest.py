@@ -136,6 +136,21 @@ class AsyncNoSleep(NoSleep):
         self.delays.append(seconds)
 
 
+@pytest.fixture
+def fake(make_client, kind):
+    """``fake(*responses, **client_kwargs) -> (client, service, sleeps)``: a client of a scripted service."""
+
+    def factory(*responses, **kwargs):
+        service = FakeService(*responses)
+        kwargs.setdefault("api_version", V1)
+        client = make_client("https://pool.example/sp", "tok", transport=service.transport(), **kwargs)
+        sleeps = AsyncNoSleep() if kind == "async" else NoSleep()
+        client._sleep = sleeps
+        return client, service, sleeps
+
+    return factory
+
+
 def v1_ok(result: Any = "", stdout: str = "", status: str = "Success") -> httpx.Response:
     return httpx.Response(200, json={"$id": "1", "properties": {"$id": "2", "status": status, "stdout": stdout,
                                                                 "stderr": "", "result": result,
@@ -157,9 +172,9 @@ def now() -> float:
 class Recording(httpx.BaseTransport):
     """A real ``httpx.HTTPTransport`` that records every request it forwards (``.requests``), in order."""
 
-    def __init__(self) -> None:
+    def __init__(self, **transport_options: Any) -> None:
         self.requests: list[httpx.Request] = []
-        self._inner = httpx.HTTPTransport()
+        self._inner = httpx.HTTPTransport(**transport_options)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)

@@ -13,8 +13,9 @@ import aca_kernel.aio
 from aca_kernel import _models
 from aca_kernel._exceptions import ACASessionsError, HttpResponseError, ServiceRequestError
 
-PUBLIC_METHODS = ["execute", "upload_file", "download_file", "list_files", "get_file_properties", "delete_file",
-                  "get_session", "delete_session", "close"]
+PUBLIC_METHODS = ["execute", "start_execution", "get_execution", "upload_file", "download_file", "list_files",
+                  "get_file_properties", "delete_file", "get_session", "delete_session", "list_sessions",
+                  "get_pool_metadata", "close"]
 
 
 def test_all_names_resolve_and_show_the_package():
@@ -23,7 +24,8 @@ def test_all_names_resolve_and_show_the_package():
         obj = getattr(aca_kernel, name)
         if isinstance(obj, type):
             assert obj.__module__ == "aca_kernel", name
-    assert aca_kernel.aio.__all__ == ["SessionsClient"]
+    assert aca_kernel.aio.__all__ == ["Execution", "SessionsClient"]
+    assert aca_kernel.aio.Execution.__module__ == "aca_kernel.aio"
 
 
 def test_error_tree():
@@ -46,6 +48,11 @@ def test_sync_and_async_clients_are_parallel():
         assert not inspect.iscoroutinefunction(s) and inspect.iscoroutinefunction(a), name
         assert list(inspect.signature(s).parameters) == list(inspect.signature(a).parameters), name
     assert hasattr(aio, "__aenter__") and hasattr(sync, "__enter__")
+    # The execution handle: the same names, coroutines in the async one.
+    for name in ("wait", "refresh"):
+        s, a = getattr(aca_kernel.Execution, name), getattr(aca_kernel.aio.Execution, name)
+        assert not inspect.iscoroutinefunction(s) and inspect.iscoroutinefunction(a), name
+        assert list(inspect.signature(s).parameters) == list(inspect.signature(a).parameters), name
 
 
 @pytest.mark.parametrize(("text", "expected"), [

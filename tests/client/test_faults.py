@@ -15,22 +15,7 @@ import pytest
 
 import aca_kernel
 
-from .conftest import V1, V2, AsyncNoSleep, FakeService, NoSleep, v1_listing, v1_ok
-
-
-@pytest.fixture
-def fake(make_client, kind):
-    """``fake(*responses, **client_kwargs) -> (client, service, sleeps)``."""
-
-    def factory(*responses, **kwargs):
-        service = FakeService(*responses)
-        kwargs.setdefault("api_version", V1)
-        client = make_client("https://pool.example/sp", "tok", transport=service.transport(), **kwargs)
-        sleeps = AsyncNoSleep() if kind == "async" else NoSleep()
-        client._sleep = sleeps
-        return client, service, sleeps
-
-    return factory
+from .conftest import V2, v1_listing, v1_ok
 
 
 def error(status: int, code: str = "Err", message: str = "went wrong", **headers: str) -> httpx.Response:
