@@ -38,10 +38,12 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EXCLUDES",
     "HIDDEN_DIR",
+    "INTERNAL_PREFIX",
     "LocalFile",
     "TreeResult",
     "download_tree",
     "excluded",
+    "is_internal",
     "join",
     "local_target",
     "remote_manifest",
@@ -58,8 +60,10 @@ logger = logging.getLogger("aca_kernel.folders")
 
 #: aca-sessions' own files in /mnt/data (the wheels of %aca_pip): never listed, synced or downloaded with a tree
 HIDDEN_DIR = ".aca-sessions"
+# Files the session runtime and the magics write for a moment (live output, --out/-i values) start with this.
+INTERNAL_PREFIX = ".aca-"
 #: left out of folder transfers and sync unless named with --exclude '' (version control, caches, our own files)
-DEFAULT_EXCLUDES = (".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store", HIDDEN_DIR)
+DEFAULT_EXCLUDES = (".git", "__pycache__", ".ipynb_checkpoints", ".DS_Store", HIDDEN_DIR, INTERNAL_PREFIX + "*")
 #: files moved at once; each is one HTTP request, so small files gain most
 WORKERS = 4
 
@@ -438,3 +442,9 @@ def _with_bar(bar: Any, run: Callable[[Any], TreeResult]) -> None:
         getattr(bar, "fail", lambda *_: None)(f"{len(outcome.failed)} failed")
     else:
         getattr(bar, "succeed", lambda *_: None)("done")
+
+
+def is_internal(path: str) -> bool:
+    """True for aca-sessions' own files in /mnt/data (never shown, never synced): ``.aca-sessions/...``, ``.aca-*``."""
+    first = path.strip("/").removeprefix("mnt/data/").split("/", 1)[0]
+    return first == HIDDEN_DIR or first.startswith(INTERNAL_PREFIX)

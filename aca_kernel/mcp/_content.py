@@ -133,10 +133,9 @@ def _add_output(builder: _Builder, item: dict[str, Any], streams: dict[str, list
         text = bundle_text(data)
         if text is not None:
             builder.section("result" if kind == "execute_result" else "display", text)
-    elif kind == "page":
-        text = bundle_text(data)
-        if text is not None:
-            builder.section("help", text)
+    elif kind == "error":  # the cell's own error, or one it showed and went on (showtraceback())
+        head = f"{item.get('ename', 'Error')}: {item.get('evalue', '')}".rstrip(": ")
+        builder.section("error", head, tail="\n".join(str(line) for line in item.get("traceback") or []))
 
 
 def _flush_streams(builder: _Builder, streams: dict[str, list[str]]) -> None:
@@ -155,10 +154,14 @@ def outcome_result(outcome: Any, *, limit: int) -> ToolResult:
         if isinstance(item, dict):
             _add_output(builder, item, streams)
     _flush_streams(builder, streams)
+    for payload in getattr(outcome, "payload", None) or []:  # `obj?` and help pages
+        if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
+            text = bundle_text(payload["data"])
+            if text is not None:
+                builder.section("help", text)
     error = outcome.error
-    if error is not None:
-        head = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
-        builder.section("error", head, tail="\n".join(str(line) for line in error.get("traceback") or []))
+    if error is not None and not any(item is error for item in outcome.outputs):
+        _add_output(builder, {"output_type": "error", **error}, streams)
     builder.flush()
     blocks = builder.blocks or [Text("The code ran and printed nothing; it had no value to show.")]
     notes = [f"[note] {strip_ansi(n)}" for n in outcome.notices]

@@ -194,7 +194,10 @@ class AgentTools:
 
     def list_files(self, path: str | None = None, recursive: bool = False, session: str | None = None) -> ToolResult:
         state = self._state(session)
-        files = sorted(state.client.list_files(path=path, recursive=recursive), key=lambda f: f.path)
+        from .._folders import is_internal
+
+        files = sorted((f for f in state.client.list_files(path=path, recursive=recursive) if not is_internal(f.path)),
+                       key=lambda f: f.path)
         state.touch()
         where = "/mnt/data" + (f"/{path.strip('/').removeprefix('mnt/data').strip('/')}" if path else "")
         where = where.rstrip("/")

@@ -254,7 +254,7 @@ def install():
     global _ip, _install_info
     import platform
 
-    marker_dir = os.path.join(_data_dir(), ".aca")
+    marker_dir = os.path.join(_data_dir(), ".aca-sessions")
     marker = os.path.join(marker_dir, "runtime")
     files_kept = os.path.exists(marker)
     try:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..._config import public_endpoint
 from ..._exceptions import error_message
-from ..._folders import HIDDEN_DIR
+from ..._folders import is_internal
 from ..._progress import format_bytes as human_size
 
 if TYPE_CHECKING:
@@ -81,10 +81,8 @@ def type_label(f: RemoteFile) -> str:
 
 
 def visible(files: Iterable[RemoteFile], folder: str) -> list[RemoteFile]:
-    """The entries a person should see: aca-sessions' own dot-folder in /mnt/data (the wheels of %aca_pip) is not."""
-    if folder.strip("/"):
-        return list(files)
-    return [f for f in files if not (f.name == HIDDEN_DIR and not f.directory)]
+    """The entries a person should see: aca-sessions' own files in /mnt/data (``_folders.is_internal``) are not."""
+    return [f for f in files if not is_internal(f.path)]
 
 
 def sort_files(files: Iterable[RemoteFile], key: str = "name", ascending: bool = True) -> list[RemoteFile]:
