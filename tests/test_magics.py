@@ -206,16 +206,21 @@ def test_endpoint_option_runs_in_another_pool(ip, pool):
     assert repr(result.result) == "'other pool'"
 
 
-def test_replay_resumes_after_the_cell_that_failed(ip):
+def test_replay_shows_its_plan_then_resumes_at_the_cell_that_failed(ip):
+    from aca_kernel.notebook._replay import ReplayCell
+
     state = ip._aca_context.session("replayed")
-    state.replay = ["first_ = 1", "1 / 0", "third_ = 3"]
+    state.replay = [ReplayCell(3, "first_ = 1"), ReplayCell(4, "1 / 0\n# two lines"), ReplayCell(5, "third_ = 3")]
     _, cap = cell(ip, "%aca_replay --session replayed")
-    assert "[2/3] failed: ZeroDivisionError" in cap.stderr
-    assert state.replay == ["1 / 0", "third_ = 3"]  # the first cell is not run twice by the next %aca_replay
+    assert "In [3]: first_ = 1" in cap.stdout and "In [4]: 1 / 0  (+1 lines)" in cap.stdout
+    assert "%aca_replay --yes --session replayed" in cap.stdout and len(state.replay) == 3  # nothing ran yet
+    _, cap = cell(ip, "%aca_replay --session replayed --yes")
+    assert "[2/3] In [4]: 1 / 0  (+1 lines) failed: ZeroDivisionError" in cap.stderr
+    assert [c.code for c in state.replay] == ["1 / 0\n# two lines", "third_ = 3"]  # the first is not run twice
     result, _ = cell(ip, "%aca --session replayed -- first_")
     assert repr(result.result) == "1"
-    state.replay[0] = "second_ = 2"
-    _, cap = cell(ip, "%aca_replay --session replayed")
+    state.replay[0] = ReplayCell(4, "second_ = 2")
+    _, cap = cell(ip, "%aca_replay --session replayed -y")
     assert "Replayed 2 cell(s)" in cap.stdout and state.replay == []
     result, _ = cell(ip, "%aca --session replayed -- (first_, second_, third_)")
     assert repr(result.result) == "(1, 2, 3)"
@@ -226,8 +231,10 @@ def test_replay_failure_is_one_line_that_says_what_to_do(ip, monkeypatch):
     monkeypatch.setenv("ACA_TOKEN", "wrong-token")  # the local pool answers it with a real 401
     ctx.settings_changed()
     try:
-        ctx.session(None).replay = ["x = 1"]
-        result, cap = cell(ip, "%aca_replay")
+        from aca_kernel.notebook._replay import ReplayCell
+
+        ctx.session(None).replay = [ReplayCell(1, "x = 1")]
+        result, cap = cell(ip, "%aca_replay --yes")
     finally:
         monkeypatch.undo()
         ctx.settings_changed()

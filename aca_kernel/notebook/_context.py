@@ -21,6 +21,7 @@ from traitlets.config import Configurable
 
 if TYPE_CHECKING:
     from .._client import SessionsClient
+    from ._replay import ReplayCell
 
 __all__ = ["ACAContext", "ACASettings", "SessionState", "get_context"]
 
@@ -151,8 +152,9 @@ class SessionState:
     lost_pending: bool = False  # a completion found the runtime gone: the next cell says so
     count: int = 0  # the highest prompt number run there (cells without one get the next)
     python_version: str | None = None  # the session's Python, reported by the runtime
-    history: list[str] = field(default_factory=list)  # cells that built the remote state, for %aca_replay
-    replay: list[str] = field(default_factory=list)  # the history of a session found recycled
+    history: list[ReplayCell] = field(default_factory=list)  # cells that built the remote state
+    replay: list[ReplayCell] = field(default_factory=list)  # the history of a session found to have lost it
+    files_kept: bool = False  # that session kept its /mnt/data (only its Python state was lost)
     # what %aca_pip installed (aca_kernel.notebook._pip.PackageRecord), so a recycled session can get it back
     packages: list[Any] = field(default_factory=list)
 

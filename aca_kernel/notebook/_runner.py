@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import V2_API_VERSIONS
 from . import _runtime
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
+from ._replay import ReplayCell
 from ._tracebacks import colorize_traceback, parse_stderr_error
 
 if TYPE_CHECKING:
@@ -223,7 +224,7 @@ class RemoteRunner:
                     logger.info("the session's reply carried no envelope; showing the plain reply")
                 self._from_plain(outcome, result, limit, export_value, v2)
         if outcome.ok and store_history and not silent:
-            state.history.append(code)
+            state.history.append(ReplayCell(count, code))
         return outcome
 
     def _note_local_pool(self, outcome: RunOutcome) -> None:
@@ -237,17 +238,17 @@ class RemoteRunner:
         if not lost:
             return
         files_kept = bool(runtime and runtime.get("files_kept"))
-        state.replay = list(state.history)
+        state.replay, state.files_kept = list(state.history), files_kept
         state.history.clear()
         outcome.session_lost = True
-        outcome.replayable = len(state.replay)
+        outcome.replayable = len(state.replay) + len(state.packages)
         what = ("its Python process restarted (it crashed, ran out of memory or was restarted): variables and "
                 "imports from earlier cells are gone; files in /mnt/data are kept"
                 if files_kept else
                 "it was recycled (idle past the pool's cooldown, or deleted): variables, imports and files in "
                 "/mnt/data from earlier cells are gone")
-        replay = (f" %aca_replay shows the {len(state.replay)} cell(s) that built that state and re-runs them."
-                  if state.replay else "")
+        replay = (f" %aca_replay shows the {len(state.replay)} cell(s) that built that state, and re-runs them."
+                  if state.replay or state.packages else "")
         outcome.notices.append(f"The remote session {state.client.session_id} lost its state: {what}.{replay}")
 
     def _from_envelope(self, outcome: RunOutcome, envelope: _runtime.Envelope, result: ExecutionResult,
@@ -395,7 +396,7 @@ class RemoteRunner:
         if not result.succeeded:
             ename, evalue, _ = parse_stderr_error(result.stderr)
             raise RuntimeError(f"-i {name}: the session could not load the value ({ename}: {evalue})")
-        state.history.append(f"# -i {name} (a local value sent to the session)")
+        state.history.append(ReplayCell(None, "", sent_value=name))
 
     # --- completion and inspection ---------------------------------------------------------------------------
     def _reply(self, make_code: Callable[[bool], str], session: str | None, endpoint: str | None,

@@ -71,12 +71,21 @@ def _public(data):
 
 
 class Recorder:
-    """The outputs of one cell, in order, within a byte budget."""
+    """The outputs of one cell, in order, within a byte budget.
+
+    Every record goes through ``add`` (thread-safe: a cell's threads print too). Records before ``sealed`` are
+    final: they may already have been sent while the cell runs, so later text starts a new record instead of
+    growing one of them. A record's index in ``outputs`` is its sequence number.
+    """
 
     def __init__(self, budget):
+        import threading
+
         self.outputs = []
         self.budget = budget
         self.truncated = False
+        self.sealed = 0
+        self.lock = threading.Lock()
 
     def _room(self, n):
         if n <= self.budget:
@@ -85,45 +94,63 @@ class Recorder:
         self.truncated = True
         return False
 
+    def add(self, item, size):
+        """Append one record (an nbformat output, or another kind a client knows) costing ``size`` bytes."""
+        with self.lock:
+            if self._room(size):
+                self.outputs.append(item)
+                return True
+            return False
+
+    def seal(self):
+        """The records so far, final from now on (for sending while the cell runs)."""
+        with self.lock:
+            self.sealed = len(self.outputs)
+            return self.sealed
+
     def stream(self, name, text):
         if not isinstance(text, str):
             text = str(text)
         if not text:
             return
-        if not self._room(len(text)):
-            text = text[: max(self.budget, 0)]
-            self.budget = 0
-            if not text:
-                return
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last["output_type"] == "stream" and last["name"] == name:
-            last["text"] += text
-        else:
-            self.outputs.append({"output_type": "stream", "name": name, "text": text})
+        with self.lock:
+            if not self._room(len(text)):
+                text = text[: max(self.budget, 0)]
+                self.budget = 0
+                if not text:
+                    return
+            last = self.outputs[-1] if len(self.outputs) > self.sealed else None
+            if last is not None and last["output_type"] == "stream" and last["name"] == name:
+                last["text"] += text
+            else:
+                self.outputs.append({"output_type": "stream", "name": name, "text": text})
 
     def bundle(self, kind, data, metadata, transient=None, count=None):
         data = _public(data or {})
         if not data:
             return
         data, metadata = _clean(data), _clean(metadata or {})
-        if not self._room(len(json.dumps(data))):
-            data = {"text/plain": f"[output of {kind} omitted: over the output limit]"}
-            metadata = {}
         item = {"output_type": kind, "data": data, "metadata": metadata}
         if transient:
             item["transient"] = _clean(transient)
         if count is not None:
             item["execution_count"] = count
-        self.outputs.append(item)
+        if not self.add(item, len(json.dumps(data))):
+            item["data"] = {"text/plain": f"[output of {kind} omitted: over the output limit]"}
+            item["metadata"] = {}
+            with self.lock:
+                self.outputs.append(item)
 
     def error(self, ename, evalue, traceback):
         tb = [str(line) for line in traceback or []]
-        if not self._room(sum(len(line) for line in tb)):
-            tb = tb[-3:]
-        self.outputs.append({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": tb})
+        item = {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": tb}
+        if not self.add(item, sum(len(line) for line in tb)):
+            item["traceback"] = tb[-3:]
+            with self.lock:
+                self.outputs.append(item)
 
     def clear(self, wait):
-        self.outputs.append({"output_type": "clear_output", "wait": bool(wait)})
+        self.add({"output_type": "clear_output", "wait": bool(wait)}, 0)
 
 
 # --- the patches, made once ------------------------------------------------------------------------------------

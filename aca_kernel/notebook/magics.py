@@ -7,7 +7,6 @@ The kernel routes every cell through ``%%aca``, so this is the one place where r
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from typing import Any
 
@@ -16,6 +15,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Bool
 
+from . import _replay
 from ._context import ACAContext, get_context, parse_bool
 from ._display import (
     Progress,
@@ -34,25 +34,14 @@ logger = logging.getLogger("aca_kernel.magics")
 
 
 def _offer_replay(shell: Any, magics: ACAMagics, session: str | None) -> None:
+    """The replay button under a cell that found its session's state lost (a notebook with ipywidgets only)."""
     if not in_kernel(shell):
         return
     try:
-        import ipywidgets
+        import ipywidgets  # noqa: F401
     except ImportError:
         return
-    from IPython.display import display
-
-    button = ipywidgets.Button(description="Replay earlier cells", icon="repeat",
-                               tooltip="Re-run, in the new session, the cells that built the lost state")
-    output = ipywidgets.Output()
-
-    def on_click(_: Any) -> None:
-        button.disabled = True
-        with output:
-            magics.replay(session)
-
-    button.on_click(on_click)
-    display(ipywidgets.VBox([button, output]))
+    _replay.offer(lambda: magics.replay_plan(session), lambda: magics.replay(session))
 
 
 def _valid_name(name: str, option: str) -> str:
@@ -250,37 +239,36 @@ class ACAMagics(Magics):
 
     @magic_arguments()
     @argument("--session", "-s", metavar="NAME", help="A named session instead of the default one.")
+    @argument("--yes", "-y", action="store_true", help="Run without showing the plan first.")
     @line_magic
     def aca_replay(self, line: str = "") -> None:
-        """Re-run, in the new session, the cells that built the state of a recycled session."""
+        """Rebuild a session that lost its state: show the cells (and %aca_pip packages) to re-run; --yes runs them."""
         args = parse_argstring(self.aca_replay, line)
-        self.replay(args.session)
+        if args.yes:
+            self.replay(args.session)
+            return
+        text = self.replay_plan(args.session)
+        if text is None:
+            print("Nothing to replay: no lost session state is recorded.")
+            return
+        print(text + f"\nRun %aca_replay --yes{' --session ' + args.session if args.session else ''} to do it.")
+
+    def replay_plan(self, session: str | None = None) -> str | None:
+        state = self.context.existing(session)
+        return None if state is None else _replay.plan(state, state.files_kept)
 
     def replay(self, session: str | None = None) -> None:
+        """Run the replay (the caller showed the plan: %aca_replay --yes, or the button's second click)."""
+        state = self.context.existing(session)
+        if state is None or (not state.replay and not state.packages):
+            print("Nothing to replay: no lost session state is recorded.")
+            return
         try:
-            self._replay(session)
+            _replay.run(state, self.runner, self.shell, session)
         except ExecutionInterrupted as exc:
             raise interrupted(f"Replay stopped. {exc}") from None
         except Exception as exc:  # auth, network: one line that says what to do, not our internals
             raise self._error(exc) from None
-
-    def _replay(self, session: str | None) -> None:
-        state = self.context.existing(session)
-        cells = list(state.replay) if state is not None else []
-        if not cells:
-            print("Nothing to replay: no lost session state is recorded.")
-            return
-        for n, code in enumerate(cells, 1):
-            if code.startswith("# -i "):
-                print(f"[{n}/{len(cells)}] skipped (re-send it with -i): {code[2:]}")
-            else:
-                outcome = self.runner.run(code, session=session)
-                if outcome.error is not None:
-                    sys.stderr.write(f"[{n}/{len(cells)}] failed: {outcome.error['ename']}: "
-                                     f"{outcome.error['evalue']}; stopped replaying\n")
-                    return
-            state.replay.pop(0)  # done: a later %aca_replay resumes after it
-        print(f"Replayed {len(cells)} cell(s).")
 
 
 def load_ipython_extension(ip: Any) -> None:

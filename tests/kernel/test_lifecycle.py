@@ -114,12 +114,35 @@ def test_lost_state_is_detected_and_replayable(kernel, kernelspecs, make_pool):
     assert reply["status"] == "error" and reply["ename"] == "NameError"
     notice = text(out, "stderr")
     assert "was recycled" in notice and "%aca_replay" in notice and "2 cell(s)" in notice
+    assert "files in /mnt/data from earlier cells are gone" in notice
     assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {})
                for m in out if m["msg_type"] == "display_data")  # the replay button
     reply, out = run(kc, "%aca_replay")
+    assert "In [1]: base = 41" in text(out) and "In [2]: import math" in text(out)
+    assert "will do so again" not in text(out)  # no file survived to be written twice
+    reply, out = run(kc, "%aca_replay --yes")
     assert "Replayed 2 cell(s)" in text(out)
     reply, out = run(kc, "base + 1")
     assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["42"]
+
+
+def test_a_restarted_session_kernel_keeps_its_files_and_says_so(kernel, kernelspecs, make_pool):
+    fresh = make_pool("--ready", "0")
+    write_kernelspec(kernelspecs, "aca_test_restart",
+                     {"ACA_POOL_MANAGEMENT_ENDPOINT": fresh.endpoint, "ACA_TOKEN": fresh.token or "",
+                      "ACA_PROGRESS_AFTER": "60"})
+    _km, kc = kernel("aca_test_restart")
+    reply, _ = run(kc, "with open('log.txt', 'a') as f:\n    f.write('one line\\n')\nstate = 1")
+    assert reply["status"] == "ok"
+    reply, _ = run(kc, "import os\nos._exit(1)")  # the session's Python dies; its /mnt/data stays
+    assert reply["status"] == "error"
+    reply, out = run(kc, "open('log.txt').read()")
+    notice = text(out, "stderr")
+    assert "Python process restarted" in notice and "files in /mnt/data are kept" in notice
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == \
+        ["'one line\\n'"]
+    _, out = run(kc, "%aca_replay")
+    assert "In [1]: with open('log.txt', 'a') as f:" in text(out) and "will do so again" in text(out)
 
 
 def test_auth_failure_is_one_line_that_says_what_to_do(kernel, kernelspecs, pool):
