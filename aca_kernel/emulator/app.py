@@ -110,6 +110,11 @@ async def _dispatch(request: Request) -> Response:
             )
     base_url = f"{request.url.scheme}://{request.url.netloc}{quote(prefix, safe='/')}"
     call = Call(request, version, backend.pool(pool_key), identifier, params, query, base_url)
+    if backend.settings.serialize_files and op.startswith("files") and identifier is not None:
+        # --serialize-files: a file call waits for the session's running execution, as a service that queues
+        # every call of a session behind its code would (the reference does not say; docs/emulator.md).
+        async with call.session().lock:
+            return await route.handler(call)
     return await route.handler(call)
 
 

@@ -46,6 +46,7 @@ class PoolSettings:
     ready: int = 2
     timeout: float = 220.0
     python: str = sys.executable
+    serialize_files: bool = False  # file calls of a session wait while it runs code
 
 
 @dataclass

@@ -85,6 +85,9 @@ def build_parser(prog: str = "aca-sessions emulator") -> argparse.ArgumentParser
                    help="memory limit per session, e.g. 512M or 2G; 'none' for no limit (default: 2G)")
     p.add_argument("--python", default=sys.executable,
                    help="the interpreter (with ipykernel) that sessions run (default: this one)")
+    p.add_argument("--serialize-files", action="store_true",
+                   help="make a session's file calls wait while it runs code (whether the service does is not "
+                        "documented; clients must cope with both)")
     p.add_argument("--no-sandbox", action="store_true",
                    help="run session kernels without bubblewrap: NOT isolated from each other or from you")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
         return 2
     token = args.token or secrets.token_urlsafe(24)
     settings = PoolSettings(data_dir=data_dir, cooldown=args.cooldown, max_sessions=args.max_sessions,
-                            ready=args.ready, timeout=args.timeout, python=args.python)
+                            ready=args.ready, timeout=args.timeout, python=args.python,
+                            serialize_files=args.serialize_files)
     backend = Backend(settings, lambda data, run: SessionKernel(data, run, config))
     app = create_app(backend, token)
     url = _endpoint_url(args.host, sock.getsockname()[1], "https" if tls is not None else "http")

@@ -28,7 +28,7 @@ from traitlets import Bool, Float, Int, Unicode
 
 from .. import __version__
 from ..notebook._context import ACAContext, ACASettings, get_context
-from ..notebook._display import Progress, error_content, interrupted, messages
+from ..notebook._display import Progress, error_content, interrupted, message, messages
 from ..notebook._runner import ExecutionInterrupted, RemoteRunner
 from ..notebook.magics import _offer_replay, load_ipython_extension
 
@@ -173,6 +173,7 @@ class ACAKernel(IPythonKernel):
     keepalive = Float(None, allow_none=True, config=True, help="Touch the session every N seconds (0: off).")
     cooldown = Float(None, allow_none=True, config=True, help="The pool's cooldown, for expiry estimates.")
     complete_timeout = Float(None, allow_none=True, config=True, help="Seconds for completion/inspection.")
+    detach = Bool(None, allow_none=True, config=True, help="Run cells detached: no execution time limit.")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -247,6 +248,9 @@ class ACAKernel(IPythonKernel):
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
         self.send_response(self.iopub_socket, msg_type, content)
 
+    def _send_output(self, item: dict[str, Any]) -> None:
+        self._send(*message(item))
+
     def _execute_remote(self, code: str, store_history: bool, user_expressions: dict[str, str], *,
                         refuse: bool = False) -> dict[str, Any]:
         shell = self.shell
@@ -263,7 +267,8 @@ class ACAKernel(IPythonKernel):
             progress = Progress(self._send, self.context.settings.progress_after, True)
             try:
                 outcome = self.runner.run(code, count=count, store_history=store_history,
-                                          user_expressions=user_expressions, on_wait=progress)
+                                          user_expressions=user_expressions, on_wait=progress,
+                                          on_output=self._send_output, detached=self.context.settings.detach)
             except ExecutionInterrupted as exc:
                 error = error_content(interrupted(str(exc)))
             except KeyboardInterrupt:

@@ -88,6 +88,9 @@ class ACASettings(Configurable):
     cooldown = Float(300.0, config=True,
                      help="The pool's cooldownPeriod in seconds, for expiry estimates on older API versions. "
                           "$ACA_COOLDOWN")
+    detach = Bool(False, config=True,
+                  help="Run every remote cell detached: no execution time limit (the service's is 220 s); outputs "
+                       "stream in and the stop button works as usual. $ACA_DETACH")
     complete_timeout = Float(3.0, config=True,
                              help="Seconds a completion or inspection request may take. $ACA_COMPLETE_TIMEOUT")
 
@@ -132,6 +135,10 @@ class ACASettings(Configurable):
     def _default_cooldown(self) -> float:
         return _env_float("ACA_COOLDOWN", 300.0)
 
+    @default("detach")
+    def _default_detach(self) -> bool:
+        return _env_bool("ACA_DETACH", False)
+
     @default("complete_timeout")
     def _default_complete_timeout(self) -> float:
         return _env_float("ACA_COMPLETE_TIMEOUT", 3.0)
@@ -152,6 +159,8 @@ class SessionState:
     lost_pending: bool = False  # a completion found the runtime gone: the next cell says so
     count: int = 0  # the highest prompt number run there (cells without one get the next)
     python_version: str | None = None  # the session's Python, reported by the runtime
+    live_ok: bool | None = None  # the pool serves file calls while a cell runs (live output, interrupts); None: unknown
+    live_noted: bool = False  # the user was told that it does not
     history: list[ReplayCell] = field(default_factory=list)  # cells that built the remote state
     replay: list[ReplayCell] = field(default_factory=list)  # the history of a session found to have lost it
     files_kept: bool = False  # that session kept its /mnt/data (only its Python state was lost)
@@ -196,6 +205,7 @@ class ACAContext:
         self.transport: Any = None  # an httpx transport for every client (the client's test seam)
         self.local_pool: Any = None  # the LocalPool once started/found
         self.local_note_pending = False  # the "running on the local pool" note is due on the next output
+        self.jobs: Any = None  # the shell's background cells (notebook._jobs.Jobs), once %%aca made it
         self._keepalive_stop = threading.Event()
         self._keepalive_thread: threading.Thread | None = None
         # A new endpoint, version or scope applies to the next call, however it was set (%config too).

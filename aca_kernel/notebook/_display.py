@@ -19,12 +19,14 @@ if TYPE_CHECKING:
     from ._runner import RunOutcome
 
 __all__ = [
+    "IPythonOutputs",
     "Progress",
     "RemoteError",
     "RemoteValue",
     "error_content",
     "in_kernel",
     "interrupted",
+    "message",
     "messages",
     "one_line_error",
     "publish",
@@ -101,6 +103,21 @@ def in_kernel(shell: Any) -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
+def message(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The iopub message (type, content) of one nbformat-shaped output."""
+    kind = item["output_type"]
+    if kind == "stream":
+        return "stream", {"name": item["name"], "text": item["text"]}
+    if kind == "error":
+        return "error", {"ename": item["ename"], "evalue": item["evalue"], "traceback": item["traceback"]}
+    if kind == "clear_output":
+        return "clear_output", {"wait": item["wait"]}
+    if kind == "execute_result":
+        return "execute_result", {"data": item["data"], "metadata": item["metadata"],
+                                  "execution_count": item.get("execution_count")}
+    return kind, {"data": item["data"], "metadata": item["metadata"], "transient": item.get("transient") or {}}
+
+
 def messages(outcome: RunOutcome, *, quiet: bool = False,
              failing_error: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """The iopub messages (type, content) a local kernel would have sent for this cell, in order.
@@ -111,39 +128,63 @@ def messages(outcome: RunOutcome, *, quiet: bool = False,
     if outcome.notices:
         sent.append(("stream", {"name": "stderr", "text": "".join(n + "\n" for n in outcome.notices)}))
     for item in outcome.outputs:
-        kind = item["output_type"]
         if item is outcome.error:
             if not failing_error:
                 continue
         elif quiet:
             continue
-        if kind == "stream":
-            sent.append(("stream", {"name": item["name"], "text": item["text"]}))
-        elif kind == "error":
-            sent.append(("error", {"ename": item["ename"], "evalue": item["evalue"],
-                                   "traceback": item["traceback"]}))
-        elif kind == "clear_output":
-            sent.append(("clear_output", {"wait": item["wait"]}))
-        elif kind == "execute_result":
-            sent.append(("execute_result", {"data": item["data"], "metadata": item["metadata"],
-                                            "execution_count": item.get("execution_count")}))
-        else:
-            sent.append((kind, {"data": item["data"], "metadata": item["metadata"],
-                                "transient": item.get("transient") or {}}))
+        sent.append(message(item))
     return sent
 
 
-def publish(outcome: RunOutcome, shell: Any, *, quiet: bool = False,
-            return_value: bool = False) -> RemoteValue | None:
-    """Show an outcome through IPython in the running cell (``%%aca``); the failing error is not shown here.
+class IPythonOutputs:
+    """A remote cell's outputs shown through IPython in the running cell (``%%aca`` in any IPython kernel).
 
-    The value goes through the displayhook in its place (before figures the cell's end flushes, as locally), or
-    with ``return_value`` is returned instead (``%aca`` as an expression).
+    Streams go through ``sys.stdout``/``sys.stderr``, displays through the display publisher, the value through
+    the displayhook in its place (before the figures a cell's end flushes, as locally) or, with
+    ``return_value``, returned instead (``%aca`` as an expression), errors the cell went on after through
+    ``_showtraceback``. The failing error is left for the magic to raise, so IPython ends the cell as it ends a
+    local failure; while the cell runs an error is therefore held back until the next output shows it was not
+    the last.
     """
-    from IPython.display import clear_output, publish_display_data
 
-    value = None
-    for kind, content in messages(outcome, quiet=quiet, failing_error=False):
+    def __init__(self, shell: Any, *, return_value: bool = False) -> None:
+        self.shell, self.return_value = shell, return_value
+        self.value: RemoteValue | None = None
+        self._held: dict[str, Any] | None = None
+
+    def live(self, item: dict[str, Any]) -> None:
+        """An output that arrived while the cell runs."""
+        if self._held is not None:
+            self._show(*message(self._held))
+            self._held = None
+        if item["output_type"] == "error":
+            self._held = item
+        else:
+            self._show(*message(item))
+
+    def finish(self, outcome: RunOutcome, *, quiet: bool = False) -> RemoteValue | None:
+        """The rest of the outcome; the value when ``return_value``."""
+        held, self._held = self._held, None
+        failing = outcome.error
+        if held is not None and not (failing is not None and failing not in outcome.outputs
+                                     and _same_error(held, failing)):
+            self._show(*message(held))
+        for kind, content in messages(outcome, quiet=quiet, failing_error=False):
+            self._show(kind, content)
+        for payload in outcome.payload:
+            source = payload.get("source")
+            if source == "page":
+                from IPython.core import page
+
+                page.page(payload.get("data") or {}, int(payload.get("start") or 0))
+            elif source == "set_next_input":
+                self.shell.set_next_input(str(payload.get("text", "")), replace=bool(payload.get("replace")))
+        return self.value if self.return_value else None
+
+    def _show(self, kind: str, content: dict[str, Any]) -> None:
+        from IPython.display import clear_output, publish_display_data
+
         if kind == "stream":
             target = sys.stderr if content["name"] == "stderr" else sys.stdout
             target.write(content["text"])
@@ -152,24 +193,25 @@ def publish(outcome: RunOutcome, shell: Any, *, quiet: bool = False,
             clear_output(wait=content["wait"])
         elif kind == "error":  # shown, but the cell goes on (showtraceback() in the session)
             exc = remote_exception(content["ename"], content["evalue"], content["traceback"])
-            shell._showtraceback(type(exc), exc, content["traceback"])
+            self.shell._showtraceback(type(exc), exc, content["traceback"])
         elif kind == "execute_result":
-            value = RemoteValue(content["data"], content["metadata"])
-            if not return_value:
-                shell.displayhook(value)
+            self.value = RemoteValue(content["data"], content["metadata"])
+            if not self.return_value:
+                self.shell.displayhook(self.value)
         else:
             kwargs: dict[str, Any] = {"transient": content["transient"]} if content["transient"] else {}
             publish_display_data(content["data"], content["metadata"], update=kind == "update_display_data",
                                  **kwargs)
-    for payload in outcome.payload:
-        source = payload.get("source")
-        if source == "page":
-            from IPython.core import page
 
-            page.page(payload.get("data") or {}, int(payload.get("start") or 0))
-        elif source == "set_next_input":
-            shell.set_next_input(str(payload.get("text", "")), replace=bool(payload.get("replace")))
-    return value if return_value else None
+
+def _same_error(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["ename"], a["evalue"], a["traceback"]) == (b["ename"], b["evalue"], b["traceback"])
+
+
+def publish(outcome: RunOutcome, shell: Any, *, quiet: bool = False,
+            return_value: bool = False) -> RemoteValue | None:
+    """Show a whole outcome through IPython (see :class:`IPythonOutputs`)."""
+    return IPythonOutputs(shell, return_value=return_value).finish(outcome, quiet=quiet)
 
 
 class Progress:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import V2_API_VERSIONS
 from . import _runtime
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
+from ._live import POLL_AFTER, LiveReader
 from ._replay import ReplayCell
 from ._tracebacks import colorize_traceback, parse_stderr_error
 
@@ -45,14 +46,19 @@ SERVICE_STREAM_LIMIT = 4096
 
 
 class ExecutionInterrupted(KeyboardInterrupt):
-    """The user interrupted while a cell was running remotely; the remote execution is not cancelled."""
+    """The user interrupted while a cell was running remotely and the remote code could not be stopped."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(
-            f"Interrupted: stopped waiting for the remote cell, but it may still be running in session "
-            f"{session_id} and may block that session for up to the execution limit ({EXECUTION_LIMIT_S} s). "
-            f"Use %aca_new_session to continue on a fresh session right away."
-        )
+    def __init__(self, session_id: str, *, asked_to_stop: bool = False) -> None:
+        if asked_to_stop:
+            message = (f"The remote code did not stop at the interrupt: it may be inside a C extension that does "
+                       f"not check for interrupts. It may keep session {session_id} busy for up to the execution "
+                       f"limit ({EXECUTION_LIMIT_S} s); use %aca_new_session to continue on a fresh session now.")
+        else:
+            message = (f"Interrupted: stopped waiting for the remote cell, but it may still be running in session "
+                       f"{session_id} (this pool serves no file calls while a cell runs, so the interrupt cannot "
+                       f"reach it) and may block that session for up to the execution limit "
+                       f"({EXECUTION_LIMIT_S} s). Use %aca_new_session to continue on a fresh session right away.")
+        super().__init__(message)
 
 
 @dataclass
@@ -81,12 +87,51 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def convert(record: Any, count: int | None) -> dict[str, Any] | None:
+    """A record of the session runtime as an nbformat output; None for what is not one (or is garbled).
+
+    Fields of the wrong type are dropped or defaulted, never an error: the cell ran, and must not fail here.
+    """
+    if not isinstance(record, dict):
+        return None
+    kind = record.get("output_type")
+    if kind in ("display_data", "update_display_data", "execute_result"):
+        data = {k: v for k, v in _dict(record.get("data")).items() if not k.startswith(_DROP_MIMES)}
+        if not data:
+            return None
+        transient, ran_as = _dict(record.get("transient")), record.get("execution_count")
+        item = {"output_type": kind, "data": data, "metadata": _dict(record.get("metadata")),
+                **({"transient": transient} if transient else {})}
+        if kind == "execute_result":
+            item["execution_count"] = ran_as if isinstance(ran_as, int) else count
+        return item
+    if kind == "stream":
+        return {"output_type": "stream", "name": "stderr" if record.get("name") == "stderr" else "stdout",
+                "text": str(record.get("text", ""))}
+    if kind == "error":
+        tb = record.get("traceback")
+        return {"output_type": "error", "ename": str(record.get("ename") or "Error"),
+                "evalue": str(record.get("evalue") or ""),
+                "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
+    if kind == "clear_output":
+        return {"output_type": "clear_output", "wait": bool(record.get("wait"))}
+    return None
+
+
 def _is_json_value(value: Any) -> bool:
     """True when JSON carries ``value`` exactly (a tuple or int-keyed dict would come back changed)."""
     try:
         return json.loads(json.dumps(value, allow_nan=False)) == value
     except (TypeError, ValueError):
         return False
+
+
+def _pause(live: LiveReader | None) -> bool:
+    """One short wait for a detached cell; True once its last chunk arrived."""
+    if live is None or live.ended is not None or live.lost is not None:
+        return True
+    time.sleep(0.2)
+    return live.ended is not None or live.lost is not None
 
 
 class _Calls:
@@ -131,45 +176,62 @@ class RemoteRunner:
 
     # --- the execute call ---------------------------------------------------------------------------------
     def _call(self, state: SessionState, code: str, timeout: float | None,
-              on_wait: Callable[[float], None] | None, give_up_after: float | None = None) -> ExecutionResult:
+              on_wait: Callable[[float], None] | None, give_up_after: float | None = None,
+              live: LiveReader | None = None) -> ExecutionResult:
         client = state.client
         done, box = self._calls.start(lambda: client.execute(code, timeout=timeout))
-        start = time.monotonic()
-        try:
-            # Short waits keep the main thread responsive to SIGINT (the kernel's interrupt); a finished call
-            # wakes the wait at once.
-            while not done.wait(0.2):
-                elapsed = time.monotonic() - start
-                if give_up_after is not None and elapsed > give_up_after:
-                    raise TimeoutError(f"no reply within {give_up_after:.0f} s")
-                if on_wait is not None:
-                    try:
-                        on_wait(elapsed)
-                    except Exception as exc:  # a failing progress display must not abandon a running cell
-                        logger.info("progress display failed: %s", exc)
-                        on_wait = None
-        except KeyboardInterrupt:
-            state.touch()
-            raise ExecutionInterrupted(client.session_id) from None
-        state.touch()
+        self._wait(state, done, on_wait, give_up_after, live)
         if "error" in box:
             raise box["error"]
         return box["result"]
 
+    def _wait(self, state: SessionState, done: threading.Event | None, on_wait: Callable[[float], None] | None,
+              give_up_after: float | None, live: LiveReader | None) -> None:
+        """Wait for ``done`` (or, without it, for a detached cell's last chunk) on the caller's thread.
+
+        Short waits keep that thread responsive to SIGINT (the kernel's interrupt). The first interrupt asks the
+        session to stop the cell and goes on waiting for its (interrupted) end; a second one gives up.
+        """
+        start = time.monotonic()
+        asked_to_stop = False
+        finished = (lambda: done.wait(0.2)) if done is not None else (lambda: _pause(live))
+        while True:
+            try:
+                while not finished():
+                    elapsed = time.monotonic() - start
+                    if give_up_after is not None and elapsed > give_up_after:
+                        raise TimeoutError(f"no reply within {give_up_after:.0f} s")
+                    if live is not None:
+                        live.tick(elapsed)
+                    if on_wait is not None and (live is None or live.working is False):
+                        try:
+                            on_wait(elapsed)
+                        except Exception as exc:  # a failing progress display must not abandon a running cell
+                            logger.info("progress display failed: %s", exc)
+                            on_wait = None
+                break
+            except KeyboardInterrupt:
+                state.touch()
+                if live is not None and not asked_to_stop and live.interrupt():
+                    asked_to_stop = True
+                    continue
+                raise ExecutionInterrupted(state.client.session_id, asked_to_stop=asked_to_stop) from None
+        state.touch()
+
     def _runtime_call(self, state: SessionState, make_code: Callable[[bool], str], timeout: float | None,
-                      on_wait: Callable[[float], None] | None = None,
-                      give_up_after: float | None = None) -> tuple[ExecutionResult, bool]:
+                      on_wait: Callable[[float], None] | None = None, give_up_after: float | None = None,
+                      live: LiveReader | None = None) -> tuple[ExecutionResult, bool]:
         """Send a runtime call, installing the runtime first when the session lacks it.
 
         Returns the execution and whether the session turned out to have lost a runtime it had (recycled, or its
         kernel restarted). The repeat after ``MISSING`` is safe: the call checked for the runtime first.
         """
         lost = False
-        result = self._call(state, make_code(not state.runtime_ready), timeout, on_wait, give_up_after)
+        result = self._call(state, make_code(not state.runtime_ready), timeout, on_wait, give_up_after, live)
         if result.succeeded and _runtime.is_missing(result.result):
             lost = state.runtime_ready
             state.runtime_ready = False
-            result = self._call(state, make_code(True), timeout, on_wait, give_up_after)
+            result = self._call(state, make_code(True), timeout, on_wait, give_up_after, live)
         if result.succeeded and not _runtime.is_missing(result.result):
             state.runtime_ready = True
         return result, lost
@@ -178,16 +240,23 @@ class RemoteRunner:
     def run(self, code: str, *, session: str | None = None, rich: bool | None = None, timeout: float | None = None,
             export_value: bool = False, on_wait: Callable[[float], None] | None = None,
             endpoint: str | None = None, api_version: str | None = None, count: int | None = None,
-            store_history: bool = True, silent: bool = False,
-            user_expressions: dict[str, str] | None = None) -> RunOutcome:
+            store_history: bool = True, silent: bool = False, user_expressions: dict[str, str] | None = None,
+            on_output: Callable[[dict[str, Any]], None] | None = None, detached: bool = False,
+            on_live: Callable[[LiveReader], None] | None = None, job: bool = False) -> RunOutcome:
         """Run ``code`` once in the (named) session and return what to publish.
 
         ``count`` is the prompt number the cell gets in the session (``In[count]``, ``Cell In[count]``); by
-        default the session's cells are numbered 1, 2, ... Client errors (auth, network, configuration) propagate
-        as ``ACASessionsError``; an interrupt raises :class:`ExecutionInterrupted`. A failing cell is an outcome
-        with ``error`` set.
+        default the session's cells are numbered 1, 2, ... With ``on_output``, outputs produced while the cell
+        runs are handed to it as they come (on the calling thread); the outcome then holds only the rest.
+        ``detached`` runs the cell past the service's execution limit (started by one call, followed through its
+        live output); ``job`` says this is a background cell itself (``_jobs``), which its session may run. Client
+        errors (auth, network, configuration) propagate as ``ACASessionsError``; an
+        interrupt that cannot stop the remote code raises :class:`ExecutionInterrupted`. A failing cell is an
+        outcome with ``error`` set.
         """
         settings = self.context.settings
+        if self.context.jobs is not None and endpoint is None and api_version is None and not job:
+            self.context.jobs.check(session)
         state = self.context.session(session, endpoint=endpoint, api_version=api_version)
         outcome = RunOutcome()
         use_rich = settings.rich if rich is None else rich
@@ -209,16 +278,33 @@ class RemoteRunner:
                        "colors": self.context.colors,
                        "user_expressions": user_expressions or None, "export": export_value,
                        "tag": uuid.uuid4().hex[:12] if export_value else None}
-            result, lost = self._runtime_call(
-                state, lambda install: _runtime.cell_code(code, count=count, options=options, install=install),
-                timeout, on_wait)
+            live = None
+            if detached or (on_output is not None and state.live_ok is not False):
+                cell_id = uuid.uuid4().hex[:12]
+                options["live"] = {"id": cell_id, "after": 0.5}
+                live = LiveReader(self._calls, state, cell_id, on_output or (lambda item: None),
+                                  lambda record: convert(record, count), poll_after=0.0 if detached else POLL_AFTER)
+                if on_live is not None:
+                    on_live(live)
+            if detached:
+                result, lost = self._detached(state, code, count, options, live)
+            else:
+                result, lost = self._runtime_call(
+                    state, lambda install: _runtime.cell_code(code, count=count, options=options, install=install),
+                    timeout, on_wait, live=live)
             self._note_local_pool(outcome)
+            if live is not None and live.working is False and not state.live_noted:
+                state.live_noted = True
+                outcome.notices.append(
+                    "Live output is not available on this pool: it serves no file calls while a cell runs, so "
+                    "outputs appear when the cell ends, and an interrupt cannot stop the remote code.")
             outcome.execution = result
             lost, state.lost_pending = lost or state.lost_pending, False
             envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
             if envelope is not None:
                 self._lost(outcome, state, lost, envelope.runtime)
-                self._from_envelope(outcome, envelope, result, state, limit, v2)
+                self._from_envelope(outcome, envelope, result, state, limit, v2,
+                                    skip=live.shown if live is not None else 0)
             else:
                 if result.succeeded:
                     logger.info("the session's reply carried no envelope; showing the plain reply")
@@ -226,6 +312,29 @@ class RemoteRunner:
         if outcome.ok and store_history and not silent:
             state.history.append(ReplayCell(count, code))
         return outcome
+
+    def _detached(self, state: SessionState, code: str, count: int, options: dict[str, Any],
+                  live: LiveReader) -> tuple[ExecutionResult, bool]:
+        """Start the cell detached and follow its live output to its end; the execution holds the envelope."""
+        from .._models import ExecutionResult
+
+        started, lost = self._runtime_call(
+            state, lambda install: _runtime.start_code(code, count=count, options=options, install=install), None)
+        reply = _runtime.parse_reply(started.result) if started.succeeded else None
+        if reply is None or not reply.get("started"):
+            if reply is not None:  # the session cannot run it detached: say why, as the cell's failure
+                return ExecutionResult("failed", "", f"RuntimeError: {reply.get('reason')}", None, None, None,
+                                       {}), lost
+            return started, lost
+        self._wait(state, None, None, None, live)
+        if live.ended is None:  # it will never end: its kernel died
+            return ExecutionResult("failed", "", f"The background cell was lost: {live.lost}.", None, None, None,
+                                   {}), lost
+        try:  # its live files: the session keeps them until told they were read
+            self._call(state, _runtime.forget_live_code(live.cell_id), None, None)
+        except Exception as exc:
+            logger.info("could not remove the live files of %s: %s", live.cell_id, exc)
+        return ExecutionResult("succeeded", "", "", live.ended, None, None, {}), lost
 
     def _note_local_pool(self, outcome: RunOutcome) -> None:
         if self.context.local_note_pending:  # said with the first reply, so a failed first call does not lose it
@@ -252,34 +361,19 @@ class RemoteRunner:
         outcome.notices.append(f"The remote session {state.client.session_id} lost its state: {what}.{replay}")
 
     def _from_envelope(self, outcome: RunOutcome, envelope: _runtime.Envelope, result: ExecutionResult,
-                       state: SessionState, limit: int, v2: bool) -> None:
+                       state: SessionState, limit: int, v2: bool, skip: int = 0) -> None:
         # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
         # service's own streams, ahead of what the runtime recorded.
         self._streams(outcome, result, limit, v2)
-        for item in envelope.outputs:
-            kind = item.get("output_type")
-            if kind in ("display_data", "update_display_data", "execute_result"):
-                data = {k: v for k, v in _dict(item.get("data")).items() if not k.startswith(_DROP_MIMES)}
-                if not data:
-                    continue
-                transient, ran_as = _dict(item.get("transient")), item.get("execution_count")
-                item = {"output_type": kind, "data": data, "metadata": _dict(item.get("metadata")),
-                        **({"transient": transient} if transient else {})}
-                if kind == "execute_result":
-                    item["execution_count"] = ran_as if isinstance(ran_as, int) else outcome.count
-            elif kind == "stream":
-                item = {"output_type": "stream", "name": "stderr" if item.get("name") == "stderr" else "stdout",
-                        "text": str(item.get("text", ""))}
-            elif kind == "error":
-                tb = item.get("traceback")
-                item = {"output_type": "error", "ename": str(item.get("ename") or "Error"),
-                        "evalue": str(item.get("evalue") or ""),
-                        "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
-            elif kind == "clear_output":
-                item = {"output_type": "clear_output", "wait": bool(item.get("wait"))}
-            else:
+        last_error = None
+        for index, record in enumerate(envelope.outputs):
+            item = convert(record, outcome.count)
+            if item is None:
                 continue
-            outcome.outputs.append(item)
+            if item["output_type"] == "error":
+                last_error = item
+            if index >= skip:  # records before `skip` were shown while the cell ran
+                outcome.outputs.append(item)
         if envelope.truncated:
             outcome.outputs.append(self._cut_notice(limit))
         if envelope.status == "error" and envelope.error is not None:
@@ -288,9 +382,9 @@ class RemoteRunner:
                        "evalue": str(err.get("evalue") or ""),
                        "traceback": colorize_traceback([str(x) for x in err["traceback"]])}
             # The failing error is the last one the session showed; it is the cell's error, in its place.
-            shown = [o for o in outcome.outputs if o["output_type"] == "error"]
-            if shown and shown[-1]["ename"] == failing["ename"] and shown[-1]["evalue"] == failing["evalue"]:
-                outcome.error = shown[-1]
+            if last_error is not None and (last_error["ename"], last_error["evalue"]) == \
+                    (failing["ename"], failing["evalue"]):
+                outcome.error = last_error
             else:
                 outcome.outputs.append(failing)
                 outcome.error = failing
@@ -402,6 +496,8 @@ class RemoteRunner:
     def _reply(self, make_code: Callable[[bool], str], session: str | None, endpoint: str | None,
                api_version: str | None) -> dict[str, Any] | None:
         try:  # a bad endpoint or a local pool that cannot start mean no completions too, never an error
+            if self.context.jobs is not None and self.context.jobs.busy(session) is not None:
+                return None  # it would wait behind the background cell
             state = self.context.session(session, endpoint=endpoint, api_version=api_version)
             result, lost = self._runtime_call(state, make_code, None,
                                               give_up_after=self.context.settings.complete_timeout)

@@ -18,25 +18,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISSING", "Envelope", "cell_code", "complete_code", "inspect_code", "needs_await", "parse_envelope",
-           "parse_reply"]
+__all__ = ["MISSING", "Envelope", "cell_code", "complete_code", "forget_live_code", "inspect_code", "live_chunk",
+           "needs_await", "parse_envelope", "parse_reply", "start_code"]
 
-_SOURCE = (Path(__file__).parent / "_session_runtime.py").read_text(encoding="utf-8")
-RUNTIME_ID = hashlib.sha256(_SOURCE.encode()).hexdigest()[:12]
+_HERE = Path(__file__).parent
+_LIVE_SOURCE = (_HERE / "_session_live.py").read_text(encoding="utf-8")
+_SOURCE = (_HERE / "_session_runtime.py").read_text(encoding="utf-8")
+RUNTIME_ID = hashlib.sha256((_LIVE_SOURCE + _SOURCE).encode()).hexdigest()[:12]
 # The module name carries the runtime's CALL_TAG, which is how it recognises its own calls in the history.
 MODULE = f"_aca_runtime_{RUNTIME_ID}"
 MARKER = "@@ACA-RICH/2@@"
 REPLY_MARKER = "@@ACA-REPLY/2@@"
 MISSING = "@@ACA-MISSING/2@@"
 
-_SOURCE_B64 = base64.b64encode(_SOURCE.encode()).decode("ascii")
-# One statement that defines the module (once) and patches the session's IPython; its value is not shown.
-_INSTALL = (
-    "(lambda s, m: (m if m is not None else (lambda m: (exec(compile(__import__('base64').b64decode("
-    f"{_SOURCE_B64!r}).decode(), '<aca-runtime>', 'exec'), m.__dict__), s.__setitem__({MODULE!r}, m), m)[2])("
-    f"__import__('types').ModuleType({MODULE!r}))).install())(__import__('sys').modules, "
-    f"__import__('sys').modules.get({MODULE!r}))\n"
-)
+
+def _define(name: str, source: str) -> str:
+    """An expression that creates module ``name`` from ``source`` once (kept in sys.modules) and is that module."""
+    encoded = base64.b64encode(source.encode()).decode("ascii")
+    return (
+        f"(__import__('sys').modules.get({name!r}) or (lambda m: (exec(compile(__import__('base64').b64decode("
+        f"{encoded!r}).decode(), {'<' + name + '>'!r}, 'exec'), m.__dict__), "
+        f"__import__('sys').modules.__setitem__({name!r}, m), m)[2])(__import__('types').ModuleType({name!r})))"
+    )
+
+
+# One statement that defines the modules (once) and patches the session's IPython; its value is not shown. The
+# live-output module goes first: the runtime finds it by name.
+_INSTALL = f"({_define(MODULE + '_live', _LIVE_SOURCE)}, {_define(MODULE, _SOURCE)}.install())\n"
 _MODULES = "__import__('sys').modules"
 # what the runtime assumes when an option is left out (the call stays short)
 _DEFAULTS: dict[str, Any] = {"store_history": True, "silent": False, "export": False, "user_expressions": {}}
@@ -60,6 +68,18 @@ def cell_code(code: str, *, count: int, options: dict[str, Any] | None = None, i
     awaited = needs_await(code)
     body = _call(f"{'acell' if awaited else 'cell'}({encoded!r}, {int(count)}, {opts!r})", awaited=awaited)
     return (_INSTALL if install else "") + body
+
+
+def start_code(code: str, *, count: int, options: dict[str, Any], install: bool = False) -> str:
+    """The call that starts ``code`` detached (it runs after the call returns; see ``_session_live``)."""
+    encoded = base64.b64encode(code.encode()).decode("ascii")
+    opts = json.dumps({**{k: v for k, v in options.items() if v is not None and _DEFAULTS.get(k, ...) != v},
+                       "awaited": needs_await(code)}, separators=(",", ":"))
+    return (_INSTALL if install else "") + _call(f"start({encoded!r}, {int(count)}, {opts!r})")
+
+
+def forget_live_code(cell_id: str) -> str:
+    return _call(f"forget_live({cell_id!r})")
 
 
 def complete_code(code: str, cursor_pos: int, *, install: bool = False) -> str:
@@ -183,3 +203,24 @@ def parse_reply(result: Any) -> dict[str, Any] | None:
     """The JSON reply of a completion or inspection call, or None."""
     body = _marked(result, REPLY_MARKER)
     return body if isinstance(body, dict) else None
+
+
+LIVE_PREFIX = ".aca-live-"
+
+
+def live_file(cell_id: str, suffix: str) -> str:
+    """The name in /mnt/data of a live file of cell ``cell_id`` (a chunk number, or ``stop``)."""
+    return f"{LIVE_PREFIX}{cell_id}-{suffix}"
+
+
+def live_chunk(body: bytes) -> tuple[int, list[dict[str, Any]], str | None] | None:
+    """(index of the first record, the records, the envelope if the cell ended) of a chunk; None if unreadable."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("v") != 2 or not isinstance(data.get("from"), int) \
+            or not isinstance(data.get("records"), list):
+        return None
+    end = data.get("end")
+    return data["from"], data["records"], end if isinstance(end, str) else None

@@ -368,13 +368,24 @@ def _release_memory():
         pass
 
 
-def _begin(options):
-    global _current, _pending
+def _arrive():
+    """Every entry point starts here: take the service's record of this call back out, free a large envelope."""
+    global _pending
     if _large:
         _release_memory()
     _pending = None
+    _forget_call(_ip)
+
+
+def _live():
+    """The live-output module installed beside this one (``_session_live.py``), or None."""
+    return sys.modules.get(__name__ + "_live")
+
+
+def _begin(options, detached=False):
+    """The cell starts: number it, route IPython's outputs into a new Recorder, start the live watcher."""
+    global _current
     ip = _ip
-    _forget_call(ip)
     store = bool(options.get("store_history", True)) and not options.get("silent")
     _align(ip, int(options["count"]), store)
     colors = options.get("colors")
@@ -392,7 +403,11 @@ def _begin(options):
         if write is not None and getattr(write, "__self__", None) is not stream:
             saved[name] = write  # a wrapper of the call's cell: back after the cell
         stream.__dict__.pop("write", None)
-    state = {"saved_writes": saved, "displayhook": sys.displayhook}
+    state = {"saved_writes": saved, "displayhook": sys.displayhook, "live": None}
+    live, module = options.get("live"), _live()
+    if isinstance(live, dict) and module is not None:
+        state["live"] = module.LiveCell(rec, live.get("id"), _data_dir(), live.get("after", 0.5),
+                                        detached=detached).start()
     # the service may wrap the displayhook; the user's cell gets IPython's own
     sys.displayhook = ip.displayhook
     _current = rec
@@ -405,9 +420,12 @@ def _end(rec, state):
     for name, write in state["saved_writes"].items():
         _STREAMS[name].write = write
     sys.displayhook = state["displayhook"]
+    live = state.get("live")
+    if live is not None and not live.detached:
+        live.finish()  # the envelope carries everything: the chunk files go
 
 
-def _finish(ip, rec, result, options, store):
+def _finish(ip, rec, result, options, store, returning=True):
     global _pending, _install_info, _large
     env = {"v": 2, "outputs": rec.outputs, "truncated": rec.truncated, "status": "ok", "error": None,
            "count": int(options.get("count") or 0)}
@@ -430,9 +448,11 @@ def _finish(ip, rec, result, options, store):
             for name, reply in _clean(ip.user_expressions(exprs)).items()}
     if options.get("export") and env["status"] == "ok":
         env.update(_export(result.result if result is not None else None, str(options.get("tag") or "x")))
-    _pending = MARKER + json.dumps(env)
-    _large = len(_pending) > _LARGE
-    return _pending
+    envelope = MARKER + json.dumps(env)
+    _large = len(envelope) > _LARGE
+    if returning:  # the call's value: the displayhook shows it without keeping it
+        _pending = envelope
+    return envelope
 
 
 def _export(value, tag):
@@ -465,6 +485,7 @@ def _options(code_b64, count, options):
 
 def cell(code_b64, count, options):
     """Run one notebook cell; the value is the envelope."""
+    _arrive()
     code, opts = _options(code_b64, count, options)
     if _ip is None:
         return _plain(code, opts)
@@ -477,30 +498,87 @@ def cell(code_b64, count, options):
     return _finish(_ip, rec, result, opts, store)
 
 
+async def _run_async(ip, code, store, silent):
+    try:
+        cell_src, error = ip.transform_cell(code), None
+    except Exception:
+        cell_src, error = code, sys.exc_info()
+    result = None
+    try:
+        result = await ip.run_cell_async(code, store_history=store, silent=silent, transformed_cell=cell_src,
+                                         preprocessing_exc_tuple=error)
+    finally:
+        ip.events.trigger("post_execute")  # ipykernel does this around run_cell_async, as we must
+        if not silent:
+            ip.events.trigger("post_run_cell", result)
+    return result
+
+
 async def acell(code_b64, count, options):
     """``cell`` for code with top-level ``await``: the service's IPython awaits the call."""
+    _arrive()
     code, opts = _options(code_b64, count, options)
     if _ip is None:
         return _plain(code, opts)
-    ip = _ip
     rec, state, store = _begin(opts)
     result = None
-    silent = bool(opts.get("silent"))
     try:
-        try:
-            cell_src, error = ip.transform_cell(code), None
-        except Exception:
-            cell_src, error = code, sys.exc_info()
-        try:
-            result = await ip.run_cell_async(code, store_history=store, silent=silent, transformed_cell=cell_src,
-                                             preprocessing_exc_tuple=error)
-        finally:
-            ip.events.trigger("post_execute")  # ipykernel does this around run_cell_async, as we must
-            if not silent:
-                ip.events.trigger("post_run_cell", result)
+        result = await _run_async(_ip, code, store, bool(opts.get("silent")))
     finally:
         _end(rec, state)
-    return _finish(ip, rec, result, opts, store)
+    return _finish(_ip, rec, result, opts, store)
+
+
+def start(code_b64, count, options):
+    """Start a cell that may run longer than the service allows one execution: it runs once this call returns.
+
+    Its outputs, and at its end its envelope, come through the live chunk files (``_session_live``).
+    """
+    _arrive()
+    code, opts = _options(code_b64, count, options)
+    module = _live()
+    if _ip is None or module is None or not isinstance(opts.get("live"), dict):
+        return _reply({"started": False, "reason": "this session cannot run cells detached (no IPython)"})
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _reply({"started": False, "reason": "the session's kernel runs no event loop"})
+    silent = bool(opts.get("silent"))
+
+    def run():
+        rec, state, store = _begin(opts, detached=True)
+        result = None
+        try:
+            result = _ip.run_cell(code, store_history=store, silent=silent)
+        finally:
+            _end(rec, state)
+            state["live"].finish(_finish(_ip, rec, result, opts, store, returning=False))
+
+    async def run_async():
+        rec, state, store = _begin(opts, detached=True)
+        result = None
+        try:
+            result = await _run_async(_ip, code, store, silent)
+        finally:
+            _end(rec, state)
+            state["live"].finish(_finish(_ip, rec, result, opts, store, returning=False))
+
+    if opts.get("awaited"):
+        loop.call_soon(lambda: loop.create_task(run_async()))
+    else:
+        module.run_detached(loop, run)
+    return _reply({"started": True})
+
+
+def forget_live(cell_id):
+    """Delete the live files a detached cell left for its client (who has read them)."""
+    _arrive()
+    module = _live()
+    if module is not None:
+        module.remove(_data_dir(), "".join(c for c in str(cell_id) if c.isalnum())[:32])
+    return _reply({"removed": True})
 
 
 def _plain(code, opts):
@@ -553,12 +631,10 @@ def _reply(body):
 
 
 def complete(code, pos):
-    global _pending
-    _pending = None
+    _arrive()
     ip = _ip
     if ip is None:
         return _reply({"matches": [], "cursor_start": pos, "cursor_end": pos, "metadata": {}})
-    _forget_call(ip)
     from IPython.core.completer import provisionalcompleter
 
     with provisionalcompleter():
@@ -575,12 +651,10 @@ def complete(code, pos):
 
 
 def inspect_object(name, level):
-    global _pending
-    _pending = None
+    _arrive()
     ip = _ip
     if ip is None:
         return _reply({"found": False, "data": {}})
-    _forget_call(ip)
     try:
         bundle = ip.object_inspect_mime(name, detail_level=level)
     except KeyError:

@@ -18,14 +18,15 @@ from traitlets import Bool
 from . import _replay
 from ._context import ACAContext, get_context, parse_bool
 from ._display import (
+    IPythonOutputs,
     Progress,
     in_kernel,
     interrupted,
     ipython_sender,
     one_line_error,
-    publish,
     remote_exception,
 )
+from ._jobs import Jobs
 from ._runner import ExecutionInterrupted, RemoteRunner
 
 __all__ = ["ACAMagics", "load_ipython_extension", "unload_ipython_extension"]
@@ -67,6 +68,8 @@ class ACAMagics(Magics):
         super().__init__(shell=shell, **kwargs)
         self.context: ACAContext = get_context(shell)
         self.runner = RemoteRunner(self.context)
+        if self.context.jobs is None:
+            self.context.jobs = Jobs(self.context, self.runner)
 
     # --- %%aca / %aca ------------------------------------------------------------------------------------
     @magic_arguments()
@@ -79,6 +82,11 @@ class ACAMagics(Magics):
     @argument("-i", dest="inputs", action="append", default=[], metavar="VAR",
               help="Send local variable VAR to the session first (repeatable).")
     @argument("--quiet", "-q", action="store_true", help="Show no outputs (errors still show).")
+    @argument("--detach", action="store_true",
+              help="No execution time limit: the cell runs detached in the session and this cell waits for it.")
+    @argument("--background", "-b", action="store_true",
+              help="Run the cell in the session without waiting: its outputs appear under the cell as they come "
+                   "(no time limit); %%aca_jobs lists and stops such cells.")
     @line_cell_magic
     def aca(self, line: str = "", cell: str | None = None) -> Any:
         """Run code remotely: ``%%aca [options]`` for a cell, ``%aca [options --] code`` for one line."""
@@ -103,14 +111,19 @@ class ACAMagics(Magics):
         if not code.strip():
             return None
         where = {"session": args.session, "endpoint": args.endpoint, "api_version": args.api_version}
+        if args.background:
+            return self._background(code, args, inputs, where)
         progress = Progress(ipython_sender(self.shell), self.context.settings.progress_after, whole_cell)
         # The session numbers the cell like this notebook does (In[n], Cell In[n] in tracebacks).
         count = self.shell.displayhook.prompt_count
+        shown = IPythonOutputs(self.shell, return_value=not whole_cell)
         try:
             for name in inputs:
                 self.runner.send_variable(name, self.shell.user_ns[name], **where)
             outcome = self.runner.run(code, rich=False if args.plain else None, timeout=args.timeout,
-                                      export_value=out is not None, on_wait=progress, count=count, **where)
+                                      export_value=out is not None, on_wait=progress, count=count,
+                                      on_output=None if args.quiet else shown.live,
+                                      detached=args.detach or self.context.settings.detach, **where)
         except ExecutionInterrupted as exc:
             raise interrupted(str(exc)) from None
         except KeyboardInterrupt:  # starting the session, or a transfer (-i / --out): no user code was running
@@ -123,7 +136,7 @@ class ACAMagics(Magics):
         finally:
             progress.finish()
         try:
-            value = publish(outcome, self.shell, quiet=args.quiet, return_value=not whole_cell)
+            value = shown.finish(outcome, quiet=args.quiet)
         except Exception as exc:  # a reply we cannot show must not take the kernel down
             raise self._error(exc) from None
         if outcome.session_lost and outcome.replayable:
@@ -134,6 +147,51 @@ class ACAMagics(Magics):
         if out is not None:
             self.shell.user_ns[out] = outcome.value if outcome.has_value else None
         return value
+
+    def _background(self, code: str, args: Any, inputs: list[str], where: dict[str, Any]) -> None:
+        if args.out or args.plain or args.endpoint or args.api_version:
+            raise UsageError("--background works in the default or a --session NAME session, without --out, "
+                             "--plain, --endpoint or --api-version.")
+        try:
+            self.context.jobs.check(args.session)
+            for name in inputs:
+                self.runner.send_variable(name, self.shell.user_ns[name], **where)
+        except Exception as exc:
+            raise self._error(exc) from None
+        job = self.context.jobs.start(code, session=args.session, count=self.shell.displayhook.prompt_count,
+                                      show=in_kernel(self.shell))
+        if job.widgets is None:
+            print(f"Started background cell [{job.number}]; %aca_jobs shows how it goes.")
+
+    @magic_arguments()
+    @argument("--stop", type=int, metavar="N", help="Interrupt background cell N.")
+    @line_magic
+    def aca_jobs(self, line: str = "") -> None:
+        """List the background cells (%%aca --background), with their time and state; --stop N interrupts one."""
+        args = parse_argstring(self.aca_jobs, line)
+        jobs = self.context.jobs
+        if args.stop is not None:
+            job = jobs.get(args.stop)
+            if job is None:
+                raise UsageError(f"No background cell {args.stop}: %aca_jobs lists them.")
+            if not jobs.stop(job):
+                print(f"Could not ask the session to stop background cell {job.number} (its session serves no "
+                      f"file calls now); %aca_new_session{' --session ' + job.session if job.session else ''} "
+                      f"ends it with its session.")
+                return
+            deadline = time.monotonic() + 10
+            while job.running and time.monotonic() < deadline:
+                time.sleep(0.1)
+            print(job.describe() if not job.running else
+                  f"{job.describe()}: it did not stop within 10 s (it may be inside a C extension that does not "
+                  f"check for interrupts); %aca_new_session ends it with its session.")
+            return
+        listed = jobs.all()
+        if not listed:
+            print("No background cells: %%aca --background starts one.")
+            return
+        for job in listed:
+            print(job.describe())
 
     def _error(self, exc: Exception) -> BaseException:
         from .._exceptions import ACASessionsError

@@ -145,22 +145,6 @@ def test_outputs_over_the_limit_are_cut_with_a_notice(kc):
         run(kc, "%aca_config max_output_bytes=5000000")
 
 
-def test_long_cell_shows_elapsed_time_in_one_display_then_removes_it(kc):
-    run(kc, "%aca_config progress_after=0.5")
-    try:
-        reply, out = run(kc, "import time\ntime.sleep(3)\n5")
-    finally:
-        run(kc, "%aca_config progress_after=60")
-    assert reply["status"] == "ok"
-    first = out[0]
-    assert first["msg_type"] == "display_data"
-    display_id = first["content"]["transient"]["display_id"]
-    assert "running remotely" in first["content"]["data"]["text/plain"]
-    updates = [m for m in out if m["msg_type"] == "update_display_data"]
-    assert updates and all(m["content"]["transient"]["display_id"] == display_id for m in updates)
-    assert [m["msg_type"] for m in out][-2:] == ["clear_output", "execute_result"]
-
-
 def test_local_cells_and_magics_stay_local(kc, pool):
     reply, out = run(kc, "%%local\nonly_here = 'local'\nprint(only_here)")
     assert text(out) == "local\n"

@@ -1,0 +1,149 @@
+"""Live output and interrupts for the session runtime: a watcher thread beside the running cell.
+
+Sent to the session with ``_session_runtime.py`` and installed next to it as ``<runtime module>_live``; it imports
+nothing of the runtime (the runtime hands it the cell's Recorder). The service's execute call blocks until the
+code ends, but its files API is a separate call, so while a cell runs this watcher:
+
+* writes the cell's sealed records, a few times a second, to numbered chunk files in /mnt/data
+  (``.aca-live-<id>-<n>.json``) that the client downloads one after the other (a missing one: nothing new yet);
+* watches for ``.aca-live-<id>-stop``, the client's interrupt, and answers it by sending SIGINT to the main thread,
+  where the cell runs, so ``time.sleep``, socket or file waits end with ``KeyboardInterrupt`` as in a local kernel.
+
+The cell's code stays on the main thread (signals, thread-bound objects and parity hold). Quick cells write
+nothing: the first chunk waits ``after`` seconds. A cell run *detached* (longer than the service's execution
+limit) is started by one call and runs after it returns; its last chunk carries the whole envelope (``end``).
+"""
+
+import json
+import os
+import signal
+import threading
+import time
+
+PREFIX = ".aca-live-"
+FLUSH_EVERY = 0.25  # seconds between chunks while output keeps coming
+STOP_CHECK = 0.1  # seconds between looks for the client's interrupt
+HEARTBEAT = 5.0  # seconds between touches of a detached cell's "alive" file
+
+
+class LiveCell:
+    """The live side of one running cell: chunks out, interrupts in."""
+
+    def __init__(self, recorder, cell_id, data_dir, after, detached=False):
+        self.recorder = recorder
+        self.cell_id = "".join(c for c in str(cell_id) if c.isalnum())[:32] or "cell"
+        self.data_dir = data_dir
+        self.after = float(after)
+        self.detached = detached
+        self.started = time.monotonic()
+        self.flushed = 0  # records written so far
+        self.chunks = 0
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.interrupts = 0
+        self.main = threading.main_thread().ident
+        self.thread = threading.Thread(target=self._watch, name="aca-live", daemon=True)
+
+    def path(self, suffix):
+        return os.path.join(self.data_dir, f"{PREFIX}{self.cell_id}-{suffix}")
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def _watch(self):
+        last_flush = last_beat = 0.0
+        while not self.done.wait(STOP_CHECK):
+            self._check_stop()
+            now = time.monotonic()
+            if now - self.started >= self.after and now - last_flush >= FLUSH_EVERY:
+                last_flush = now
+                self.flush()
+            if self.detached and now - last_beat >= HEARTBEAT:
+                last_beat = now
+                self._beat()
+
+    def _beat(self):
+        # A detached cell has no execute call that would end if the kernel died: this file's changing
+        # modification time tells the client that the cell's process is alive.
+        try:
+            with open(self.path("alive"), "w") as f:
+                f.write(f"{time.time():.0f}\n")
+        except OSError:
+            pass
+
+    def _check_stop(self):
+        stop = self.path("stop")
+        if os.path.exists(stop):
+            try:
+                os.remove(stop)
+            except OSError:
+                pass
+            self.interrupts += 1
+            signal.pthread_kill(self.main, signal.SIGINT)
+
+    def flush(self, end=None):
+        """Write the records sealed since the last chunk (and, for a detached cell, the envelope at its end)."""
+        with self.lock:
+            if self.done.is_set() and end is None:
+                return
+            upto = self.recorder.seal()
+            if upto == self.flushed and end is None:
+                return
+            body = {"v": 2, "from": self.flushed, "records": self.recorder.outputs[self.flushed:upto]}
+            if end is not None:
+                body["end"] = end
+            self.chunks += 1
+            target = self.path(f"{self.chunks}.json")
+            try:
+                with open(target + ".tmp", "w") as f:
+                    json.dump(body, f)
+                os.replace(target + ".tmp", target)  # a reader sees a whole chunk or none
+                self.flushed = upto
+            except (OSError, TypeError, ValueError):
+                self.chunks -= 1  # a full disk or a record JSON cannot carry: the envelope still has it all
+
+    def finish(self, envelope=None):
+        """The cell ended: stop watching; a detached cell leaves its envelope in a last chunk for the client."""
+        self.done.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=2)
+        if envelope is not None:
+            self.flush(end=envelope)
+        else:
+            remove(self.data_dir, self.cell_id)
+
+
+def remove(data_dir, cell_id=None, older_than=None):
+    """Delete a cell's live files (all cells' when ``cell_id`` is None, those older than ``older_than`` s)."""
+    try:
+        names = os.listdir(data_dir)
+    except OSError:
+        return
+    prefix = PREFIX + (f"{cell_id}-" if cell_id else "")
+    now = time.time()
+    for name in names:
+        if not name.startswith(prefix):
+            continue
+        path = os.path.join(data_dir, name)
+        try:
+            if older_than is None or now - os.path.getmtime(path) > older_than:
+                os.remove(path)
+        except OSError:
+            pass
+
+
+def run_detached(loop, runner, *args):
+    """Run ``runner(*args)`` on the kernel's own event loop once the current call has returned.
+
+    The cell then runs on the main thread, outside any execute request, so the service's per-execution limit
+    does not apply; SIGINT (the client's stop) raises KeyboardInterrupt in it as in a cell.
+    """
+    def go():
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            runner(*args)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    loop.call_soon(go)

@@ -1,0 +1,262 @@
+"""Live output, interrupts that reach the remote code, and cells longer than the service's limit, through real
+kernels (jupyter_client) and real local pools.
+
+Times are measured and printed (see bench/README.md for the figures); the assertions are about order,
+completeness and where things happened, never tight timings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from jupyter_client.manager import start_new_kernel
+
+from aca_kernel import SessionsClient
+from aca_kernel._folders import is_internal
+
+from .conftest import write_kernelspec
+from .helpers import drain, run, text
+
+PRINTING = ("import time\n"
+            "for i in range(10):\n"
+            "    print(f'line {i} at {time.time():.3f}', flush=True)\n"
+            "    time.sleep(0.5)\n"
+            "'done'")
+
+
+@pytest.fixture
+def kernel():
+    started = []
+
+    def start(name: str = "aca_test"):
+        km, kc = start_new_kernel(kernel_name=name)
+        started.append((km, kc))
+        return km, kc
+
+    yield start
+    for km, kc in started:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def timed_run(kc: Any, code: str, timeout: float = 120) -> tuple[dict, list[tuple[float, dict]], float]:
+    """(reply, [(arrival time, iopub message)], reply arrival time) of one cell, times from time.time()."""
+    msg_id = kc.execute(code)
+    arrivals: list[tuple[float, dict]] = []
+    reply, replied = None, 0.0
+    deadline = time.monotonic() + timeout
+    idle = False
+    while not (idle and reply is not None) and time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=0.05)
+        except Exception:
+            msg = None
+        if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                idle = True
+            elif msg["msg_type"] != "status":
+                arrivals.append((time.time(), msg))
+        if reply is None:
+            try:
+                shell = kc.get_shell_msg(timeout=0)
+            except Exception:
+                shell = None
+            if shell is not None and shell["parent_header"].get("msg_id") == msg_id:
+                reply, replied = shell["content"], time.time()
+    assert reply is not None, "no reply"
+    return reply, arrivals, replied
+
+
+def _pool_kernel(kernelspecs, name: str, pool, **env: str) -> None:
+    write_kernelspec(kernelspecs, name, {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                                         "ACA_PROGRESS_AFTER": "60", **env})
+
+
+def _session_files(pool, kc) -> list[str]:
+    _, out = run(kc, "%aca_session")
+    session_id = re.search(r"identifier (\S+)", text(out)).group(1)
+    with SessionsClient(pool.endpoint, pool.token, session_id=session_id) as client:
+        return [f.path for f in client.list_files(recursive=False)]
+
+
+def test_output_arrives_while_the_cell_runs(kernel):
+    _km, kc = kernel()
+    run(kc, "1")
+    reply, arrivals, replied = timed_run(kc, PRINTING)
+    assert reply["status"] == "ok"
+    streams = [(at, m["content"]["text"]) for at, m in arrivals if m["msg_type"] == "stream"]
+    lines = "".join(t for _, t in streams).splitlines()
+    assert [ln.split(" at ")[0] for ln in lines] == [f"line {i}" for i in range(10)]  # all, in order, once
+    results = [m for _, m in arrivals if m["msg_type"] == "execute_result"]
+    assert len(results) == 1 and results[0]["content"]["data"]["text/plain"] == "'done'"
+    delays = []
+    for at, chunk in streams:
+        for line in chunk.splitlines():
+            delays.append(at - float(line.split(" at ")[1]))
+    print("delay from print to arrival per line (s):", [round(d, 2) for d in delays])
+    first_at = streams[0][0]
+    assert replied - first_at > 2, (replied, first_at)  # the first line came long before the cell ended
+    assert len(streams) >= 3  # in several pieces, as it was printed
+
+
+def test_tqdm_bar_updates_in_place_and_ends_at_100(kernel):
+    _km, kc = kernel()
+    code = "from tqdm import tqdm\nimport time\nfor _ in tqdm(range(20)):\n    time.sleep(0.15)"
+    reply, arrivals, replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    err = [(at, m["content"]["text"]) for at, m in arrivals
+           if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    bar = "".join(t for _, t in err)
+    assert "\r" in bar and "20/20" in bar.split("\r")[-1] and "100%" in bar.split("\r")[-1]
+    assert any(replied - at > 1 for at, _ in err)  # it moved while the cell ran
+
+
+def test_quick_cells_cost_no_extra_request(pool, monkeypatch):
+    from aca_kernel.notebook._context import ACAContext, ACASettings
+    from aca_kernel.notebook._runner import RemoteRunner
+
+    monkeypatch.setenv("ACA_TOKEN", pool.token or "")
+    ctx = ACAContext(None, ACASettings(endpoint=pool.endpoint))
+    try:
+        runner = RemoteRunner(ctx)
+        runner.run("1", on_output=lambda item: None)
+        client = ctx.session().client
+        calls = []
+        for name in ("download_file", "upload_file", "get_file_properties", "list_files"):
+            real = getattr(client, name)
+            monkeypatch.setattr(client, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
+        shown = []
+        outcome = runner.run("print('quick')\n2 + 2", on_output=shown.append)
+        assert calls == [] and shown == []  # one execute, nothing else
+        assert [o.get("text") or o["data"]["text/plain"] for o in outcome.outputs] == ["quick\n", "4"]
+    finally:
+        ctx.close(delete_sessions=True)
+
+
+def test_a_detached_cell_runs_past_the_pools_limit(kernel, kernelspecs, make_pool):
+    short = make_pool("--timeout", "3", "--ready", "0")
+    _pool_kernel(kernelspecs, "aca_test_short", short)
+    _km, kc = kernel("aca_test_short")
+    reply, _out = run(kc, "import time\ntime.sleep(5)")
+    assert reply["status"] == "error" and "timed out" in reply["evalue"].lower()  # the limit holds
+    run(kc, "%aca_config detach=true")
+    code = "import time\nfor i in range(6):\n    print('tick', i, flush=True)\n    time.sleep(1)\n'past the limit'"
+    reply, arrivals, _replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    assert [ln for _, m in arrivals if m["msg_type"] == "stream" for ln in m["content"]["text"].splitlines()] == \
+        [f"tick {i}" for i in range(6)]
+    assert [m["content"]["data"]["text/plain"] for _, m in arrivals if m["msg_type"] == "execute_result"] == \
+        ["'past the limit'"]
+    assert not [p for p in _session_files(short, kc) if p.startswith(".aca-live-")]
+
+
+def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
+    short = make_pool("--timeout", "3", "--ready", "0")
+    _pool_kernel(kernelspecs, "aca_test_bg", short)
+    _km, kc = kernel("aca_test_bg")
+    run(kc, "base = 40")
+    started = time.monotonic()
+    reply, out = run(kc, "%%aca --background\nimport time\nfor i in range(5):\n    print('bg', i, flush=True)\n"
+                         "    time.sleep(1)\nbase + 2")
+    assert reply["status"] == "ok" and time.monotonic() - started < 4  # it did not wait for the 5 s cell
+    assert any("application/vnd.jupyter.widget-view+json" in m["content"].get("data", {}) for m in out)
+    reply, out = run(kc, "%%local\nprint('local while it runs')")
+    assert text(out) == "local while it runs\n"
+    reply, out = run(kc, "base")  # the same session is busy: refused, with what to do
+    assert reply["status"] == "error" and reply["ename"] == "SessionBusy" and "%aca_jobs --stop 1" in reply["evalue"]
+    _, out = run(kc, "%aca_jobs")
+    assert "[1] In [2] in the default session: running for" in text(out)
+    assert wait_until(lambda: "finished in" in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=1)
+    reply, out = run(kc, "base")
+    assert reply["status"] == "ok"
+    drain(kc)
+    assert not [p for p in _session_files(short, kc) if is_internal(p) and p.startswith(".aca-live-")]
+
+
+def test_background_output_lands_in_its_output_widget(kernel):
+    _km, kc = kernel()
+    msg_id = kc.execute("%%aca --background\nprint('into the widget')\n6 * 7")
+    outputs_seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=1)
+        except Exception:
+            continue
+        if msg["msg_type"] == "comm_msg":
+            state = msg["content"]["data"].get("state", {})
+            if "outputs" in state:
+                outputs_seen.append(state["outputs"])
+                if any(o.get("output_type") == "execute_result" for o in state["outputs"]):
+                    break
+    assert msg_id
+    final = outputs_seen[-1]
+    assert {"output_type": "stream", "name": "stdout", "text": "into the widget\n"} in final
+    assert [o["data"]["text/plain"] for o in final if o["output_type"] == "execute_result"] == ["42"]
+
+
+def test_a_background_cell_can_be_stopped(kernel):
+    _km, kc = kernel()
+    run(kc, "%%aca --background --session long\nimport time\ntime.sleep(120)")
+    time.sleep(2)
+    _, out = run(kc, "%aca_jobs --stop 1", timeout=60)
+    assert "stopped after" in text(out)
+    reply, out = run(kc, "%%aca --session long\n'free again'")
+    assert reply["status"] == "ok"
+
+
+def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel, kernelspecs, make_pool):
+    serial = make_pool("--serialize-files", "--ready", "0")
+    _pool_kernel(kernelspecs, "aca_test_serial", serial)
+    _km, kc = kernel("aca_test_serial")
+    run(kc, "1")
+    code = "import time\nfor i in range(8):\n    print('s', i, flush=True)\n    time.sleep(1)"
+    reply, arrivals, replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    notes = [m["content"]["text"] for _, m in arrivals if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    assert len(notes) == 1 and "Live output is not available on this pool" in notes[0]
+    lines = [ln for _, m in arrivals if m["msg_type"] == "stream" and m["content"]["name"] == "stdout"
+             for ln in m["content"]["text"].splitlines()]
+    assert lines == [f"s {i}" for i in range(8)]  # today's behaviour: everything, at the end
+    assert all(replied - at < 2 for at, m in arrivals if m["msg_type"] != "execute_input")
+    reply, arrivals, _ = timed_run(kc, code)
+    assert not [m for _, m in arrivals if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    # Without live output a long cell shows its elapsed time in one display, removed when the result comes.
+    run(kc, "%aca_config progress_after=0.5")
+    reply, out = run(kc, "import time\ntime.sleep(3)\n5")
+    assert reply["status"] == "ok"
+    first = out[0]
+    assert first["msg_type"] == "display_data" and "running remotely" in first["content"]["data"]["text/plain"]
+    display_id = first["content"]["transient"]["display_id"]
+    updates = [m for m in out if m["msg_type"] == "update_display_data"]
+    assert updates and all(m["content"]["transient"]["display_id"] == display_id for m in updates)
+    assert [m["msg_type"] for m in out][-2:] == ["clear_output", "execute_result"]
+
+
+def test_the_magic_streams_and_stops_too(pool, tmp_path):
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                              env={**os.environ, "ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint,
+                                   "ACA_TOKEN": pool.token or "", "ACA_PROGRESS_AFTER": "60"})
+    try:
+        run(kc, "%load_ext aca_sessions")
+        reply, arrivals, replied = timed_run(kc, "%%aca\n" + PRINTING)
+        assert reply["status"] == "ok"
+        streams = [at for at, m in arrivals if m["msg_type"] == "stream"]
+        assert replied - streams[0] > 2
+        msg_id = kc.execute("%%aca\nimport time\ntime.sleep(60)")
+        time.sleep(3)
+        km.interrupt_kernel()
+        while True:
+            reply = kc.get_shell_msg(timeout=30)
+            if reply["parent_header"]["msg_id"] == msg_id:
+                break
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
+        assert "time.sleep(60)" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"]["traceback"]))
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
