@@ -30,7 +30,11 @@ def quickstart() -> nbformat.NotebookNode:
             "# Quickstart: the ACA Sessions kernel\n\n"
             "Every cell of this notebook runs in an Azure Container Apps dynamic session: a remote, sandboxed "
             "IPython interpreter. With no `ACA_POOL_MANAGEMENT_ENDPOINT` set, the kernel uses your local session "
-            "pool, which speaks the same REST API. Output looks as if the code ran here."
+            "pool, which speaks the same REST API. Output looks as if the code ran here.\n\n"
+            "**What runs where.** Every cell runs in the session, magics included (`%%time`, `%%writefile`, "
+            "`%load_ext`, `!ls`). Only `%%local` cells and the kernel's own `%aca…` magics run on this machine. "
+            "The one thing to remember: the session has its own files in `/mnt/data`; upload what the notebook "
+            "reads (`%aca_upload`, `%aca_files`)."
         ),
         new_code_cell(
             "import os\nimport platform\n\n"
@@ -59,7 +63,7 @@ def quickstart() -> nbformat.NotebookNode:
             "fig.savefig(\"/mnt/data/temperature.png\")\n"
             "plt.show()"
         ),
-        new_code_cell("sorted(os.listdir(\"/mnt/data\"))"),
+        new_code_cell("sorted(name for name in os.listdir(\"/mnt/data\") if not name.startswith(\".\"))"),
     ])
 
 

@@ -386,7 +386,8 @@ class RemoteRunner:
                     (failing["ename"], failing["evalue"]):
                 outcome.error = last_error
             else:
-                outcome.outputs.append(failing)
+                # IPython showed no traceback for it (a UsageError prints one line to stderr): neither do we; the
+                # reply still says the cell failed.
                 outcome.error = failing
         outcome.payload = [p for p in envelope.payload if isinstance(p.get("source"), str)]
         outcome.user_expressions = envelope.user_expressions

@@ -42,26 +42,24 @@ class LiveCell:
         self.done = threading.Event()
         self.interrupts = 0
         self.main = threading.main_thread().ident
-        self.thread = threading.Thread(target=self._watch, name="aca-live", daemon=True)
+        self.last_flush = self.last_beat = 0.0
 
     def path(self, suffix):
         return os.path.join(self.data_dir, f"{PREFIX}{self.cell_id}-{suffix}")
 
     def start(self):
-        self.thread.start()
+        _WATCHER.watch(self)
         return self
 
-    def _watch(self):
-        last_flush = last_beat = 0.0
-        while not self.done.wait(STOP_CHECK):
-            self._check_stop()
-            now = time.monotonic()
-            if now - self.started >= self.after and now - last_flush >= FLUSH_EVERY:
-                last_flush = now
-                self.flush()
-            if self.detached and now - last_beat >= HEARTBEAT:
-                last_beat = now
-                self._beat()
+    def tick(self, now):
+        """One look, from the watcher thread: the stop file, a chunk when due, the heartbeat."""
+        self._check_stop()
+        if now - self.started >= self.after and now - self.last_flush >= FLUSH_EVERY:
+            self.last_flush = now
+            self.flush()
+        if self.detached and now - self.last_beat >= HEARTBEAT:
+            self.last_beat = now
+            self._beat()
 
     def _beat(self):
         # A detached cell has no execute call that would end if the kernel died: this file's changing
@@ -105,13 +103,56 @@ class LiveCell:
 
     def finish(self, envelope=None):
         """The cell ended: stop watching; a detached cell leaves its envelope in a last chunk for the client."""
-        self.done.set()
-        if self.thread.is_alive() and self.thread is not threading.current_thread():
-            self.thread.join(timeout=2)
+        with self.lock:  # a chunk being written by the watcher is complete before its files go
+            self.done.set()
+        _WATCHER.forget(self)
         if envelope is not None:
             self.flush(end=envelope)
         else:
             remove(self.data_dir, self.cell_id)
+
+
+class _Watcher:
+    """One thread for the session's lifetime, looking after the running cell(s); started on first use.
+
+    A thread per cell would cost every cell its start and join; this one sleeps while no cell runs.
+    """
+
+    def __init__(self):
+        self.cells = []
+        self.wake = threading.Condition()
+        self.thread = None
+
+    def watch(self, cell):
+        with self.wake:
+            self.cells.append(cell)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="aca-live", daemon=True)
+                self.thread.start()
+            self.wake.notify()
+
+    def forget(self, cell):
+        with self.wake:
+            if cell in self.cells:
+                self.cells.remove(cell)
+
+    def _run(self):
+        while True:
+            with self.wake:
+                while not self.cells:
+                    self.wake.wait()
+                cells = list(self.cells)
+            now = time.monotonic()
+            for cell in cells:
+                if not cell.done.is_set():
+                    try:
+                        cell.tick(now)
+                    except Exception:  # a full disk, a vanished folder: the envelope still carries everything
+                        pass
+            time.sleep(STOP_CHECK)
+
+
+_WATCHER = _Watcher()
 
 
 def remove(data_dir, cell_id=None, older_than=None):

@@ -395,6 +395,7 @@ def _begin(options, detached=False):
         except Exception:
             pass
     rec = Recorder(int(options.get("max_bytes") or 5_000_000))
+    ip._last_traceback = None  # the reply's traceback is this cell's, or none (a UsageError shows none)
     # IPython 9 wraps sys.stdout.write around each cell to keep its printed text; the service's cell (this call)
     # did so too. The user's cell does it for itself, so the call's wrapper is set aside while the cell runs.
     saved = {}
