@@ -484,35 +484,55 @@ def _options(code_b64, count, options):
     return base64.b64decode(code_b64).decode("utf-8"), opts
 
 
+class _Cell:
+    """One cell's run: outputs routed into its Recorder between ``with`` and its end (``_begin``/``_end``)."""
+
+    def __init__(self, options, detached=False):
+        self.options, self.detached = options, detached
+        self.result = None
+
+    def __enter__(self):
+        self.rec, self.state, self.store = _begin(self.options, self.detached)
+        return self
+
+    def __exit__(self, *exc):
+        _end(self.rec, self.state)
+
+    def envelope(self, returning=True):
+        return _finish(_ip, self.rec, self.result, self.options, self.store, returning)
+
+    def run(self, code):
+        self.result = _ip.run_cell(code, store_history=self.store, silent=bool(self.options.get("silent")))
+
+    async def run_async(self, code):
+        ip, silent = _ip, bool(self.options.get("silent"))
+        try:
+            cell_src, error = ip.transform_cell(code), None
+        except Exception:
+            cell_src, error = code, sys.exc_info()
+        try:
+            self.result = await ip.run_cell_async(code, store_history=self.store, silent=silent,
+                                                  transformed_cell=cell_src, preprocessing_exc_tuple=error)
+        finally:
+            ip.events.trigger("post_execute")  # ipykernel does this around run_cell_async, as we must
+            if not silent:
+                ip.events.trigger("post_run_cell", self.result)
+
+    def hand_over(self):
+        """A detached cell ended: its envelope goes into its last live chunk, for the client to fetch."""
+        if hasattr(self, "state"):  # it began
+            self.state["live"].finish(self.envelope(returning=False))
+
+
 def cell(code_b64, count, options):
     """Run one notebook cell; the value is the envelope."""
     _arrive()
     code, opts = _options(code_b64, count, options)
     if _ip is None:
         return _plain(code, opts)
-    rec, state, store = _begin(opts)
-    result = None
-    try:
-        result = _ip.run_cell(code, store_history=store, silent=bool(opts.get("silent")))
-    finally:
-        _end(rec, state)
-    return _finish(_ip, rec, result, opts, store)
-
-
-async def _run_async(ip, code, store, silent):
-    try:
-        cell_src, error = ip.transform_cell(code), None
-    except Exception:
-        cell_src, error = code, sys.exc_info()
-    result = None
-    try:
-        result = await ip.run_cell_async(code, store_history=store, silent=silent, transformed_cell=cell_src,
-                                         preprocessing_exc_tuple=error)
-    finally:
-        ip.events.trigger("post_execute")  # ipykernel does this around run_cell_async, as we must
-        if not silent:
-            ip.events.trigger("post_run_cell", result)
-    return result
+    with _Cell(opts) as run:
+        run.run(code)
+    return run.envelope()
 
 
 async def acell(code_b64, count, options):
@@ -521,13 +541,9 @@ async def acell(code_b64, count, options):
     code, opts = _options(code_b64, count, options)
     if _ip is None:
         return _plain(code, opts)
-    rec, state, store = _begin(opts)
-    result = None
-    try:
-        result = await _run_async(_ip, code, store, bool(opts.get("silent")))
-    finally:
-        _end(rec, state)
-    return _finish(_ip, rec, result, opts, store)
+    with _Cell(opts) as run:
+        await run.run_async(code)
+    return run.envelope()
 
 
 def start(code_b64, count, options):
@@ -546,25 +562,21 @@ def start(code_b64, count, options):
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return _reply({"started": False, "reason": "the session's kernel runs no event loop"})
-    silent = bool(opts.get("silent"))
+    cell = _Cell(opts, detached=True)
 
     def run():
-        rec, state, store = _begin(opts, detached=True)
-        result = None
         try:
-            result = _ip.run_cell(code, store_history=store, silent=silent)
+            with cell:
+                cell.run(code)
         finally:
-            _end(rec, state)
-            state["live"].finish(_finish(_ip, rec, result, opts, store, returning=False))
+            cell.hand_over()
 
     async def run_async():
-        rec, state, store = _begin(opts, detached=True)
-        result = None
         try:
-            result = await _run_async(_ip, code, store, silent)
+            with cell:
+                await cell.run_async(code)
         finally:
-            _end(rec, state)
-            state["live"].finish(_finish(_ip, rec, result, opts, store, returning=False))
+            cell.hand_over()
 
     if opts.get("awaited"):
         loop.call_soon(lambda: loop.create_task(run_async()))

@@ -12,6 +12,7 @@ server log to ``artifacts/files-browser-lab.log``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,6 +118,32 @@ def lab(pool, tmp_path: Path) -> Iterator[Lab]:
                 proc.wait(timeout=10)
         ARTIFACTS.mkdir(exist_ok=True)
         shutil.copyfile(log, ARTIFACTS / "files-browser-lab.log")  # the server and kernel log, for failures
+
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-dev-shm-usage"]
+
+
+@contextlib.contextmanager
+def notebook_page(lab: Lab, name: str, *, width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """A headless chromium page with notebook ``name`` open in ``lab`` and its kernel connected and idle."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.console_lines = []
+            page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
+            page.set_default_timeout(60_000)
+            page.goto(f"{lab.url}/lab/workspaces/w{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab.token}")
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=90_000)
+            # That indicator reads 'idle' before the kernel's websocket is up, and a cell run then is lost;
+            # wait until Lab itself reports the kernel connected and idle (the app is exposed for this).
+            page.wait_for_function(_KERNEL_READY, timeout=90_000)
+            yield page
+        finally:
+            browser.close()
 
 
 _KERNEL_READY = """() => {

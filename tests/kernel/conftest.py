@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jupyter_client.manager import start_new_kernel
 
 KERNEL_ARGV = [sys.executable, "-m", "aca_kernel.kernel", "-f", "{connection_file}"]
 
@@ -62,3 +63,25 @@ def kernelspecs(pool, local_pool_dir: Path, tmp_path_factory: pytest.TempPathFac
         os.environ.pop("JUPYTER_PATH", None)
     else:
         os.environ["JUPYTER_PATH"] = old
+
+
+@pytest.fixture
+def kernel():
+    """Start kernels by kernelspec name; all are shut down when the test ends."""
+    started = []
+
+    def start(name: str = "aca_test"):
+        km, kc = start_new_kernel(kernel_name=name)
+        started.append((km, kc))
+        return km, kc
+
+    yield start
+    for km, kc in started:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def pool_kernelspec(root: Path, name: str, pool, **env: str) -> None:
+    """A kernelspec ``name`` of the ACA Sessions kernel on ``pool`` (a private one, from ``make_pool``)."""
+    write_kernelspec(root, name, {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+                                  "ACA_PROGRESS_AFTER": "60", **env})

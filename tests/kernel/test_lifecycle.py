@@ -7,9 +7,8 @@ import time
 
 import pytest
 from conftest import wait_until
-from jupyter_client.manager import start_new_kernel
 
-from .conftest import write_kernelspec
+from .conftest import pool_kernelspec, write_kernelspec
 from .helpers import drain, run, text
 
 
@@ -18,21 +17,6 @@ def _identifier(kc) -> str:
     m = re.search(r"identifier (\S+)", text(out))
     assert m, text(out)
     return m.group(1)
-
-
-@pytest.fixture
-def kernel():
-    started = []
-
-    def start(name: str = "aca_test"):
-        km, kc = start_new_kernel(kernel_name=name)
-        started.append((km, kc))
-        return km, kc
-
-    yield start
-    for km, kc in started:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 @pytest.mark.parametrize("spec", ["aca_test", "aca_test_signal"])
@@ -103,9 +87,7 @@ def test_silent_code_runs_locally_and_allocates_nothing(kernel):
 
 def test_lost_state_is_detected_and_replayable(kernel, kernelspecs, make_pool):
     short = make_pool("--cooldown", "2", "--ready", "0")
-    write_kernelspec(kernelspecs, "aca_test_cooldown",
-                     {"ACA_POOL_MANAGEMENT_ENDPOINT": short.endpoint, "ACA_TOKEN": short.token or "",
-                      "ACA_PROGRESS_AFTER": "60"})
+    pool_kernelspec(kernelspecs, "aca_test_cooldown", short)
     _km, kc = kernel("aca_test_cooldown")
     reply, _ = run(kc, "base = 41")
     assert reply["status"] == "ok"
@@ -130,9 +112,7 @@ def test_lost_state_is_detected_and_replayable(kernel, kernelspecs, make_pool):
 
 def test_a_restarted_session_kernel_keeps_its_files_and_says_so(kernel, kernelspecs, make_pool):
     fresh = make_pool("--ready", "0")
-    write_kernelspec(kernelspecs, "aca_test_restart",
-                     {"ACA_POOL_MANAGEMENT_ENDPOINT": fresh.endpoint, "ACA_TOKEN": fresh.token or "",
-                      "ACA_PROGRESS_AFTER": "60"})
+    pool_kernelspec(kernelspecs, "aca_test_restart", fresh)
     _km, kc = kernel("aca_test_restart")
     reply, _ = run(kc, "with open('log.txt', 'a') as f:\n    f.write('one line\\n')\nstate = 1")
     assert reply["status"] == "ok"

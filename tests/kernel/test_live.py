@@ -12,14 +12,13 @@ import re
 import time
 from typing import Any
 
-import pytest
 from conftest import wait_until
 from jupyter_client.manager import start_new_kernel
 
 from aca_kernel import SessionsClient
 from aca_kernel._folders import is_internal
 
-from .conftest import write_kernelspec
+from .conftest import pool_kernelspec
 from .helpers import drain, run, text
 
 PRINTING = ("import time\n"
@@ -27,21 +26,6 @@ PRINTING = ("import time\n"
             "    print(f'line {i} at {time.time():.3f}', flush=True)\n"
             "    time.sleep(0.5)\n"
             "'done'")
-
-
-@pytest.fixture
-def kernel():
-    started = []
-
-    def start(name: str = "aca_test"):
-        km, kc = start_new_kernel(kernel_name=name)
-        started.append((km, kc))
-        return km, kc
-
-    yield start
-    for km, kc in started:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 def timed_run(kc: Any, code: str, timeout: float = 120) -> tuple[dict, list[tuple[float, dict]], float]:
@@ -70,11 +54,6 @@ def timed_run(kc: Any, code: str, timeout: float = 120) -> tuple[dict, list[tupl
                 reply, replied = shell["content"], time.time()
     assert reply is not None, "no reply"
     return reply, arrivals, replied
-
-
-def _pool_kernel(kernelspecs, name: str, pool, **env: str) -> None:
-    write_kernelspec(kernelspecs, name, {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
-                                         "ACA_PROGRESS_AFTER": "60", **env})
 
 
 def _session_files(pool, kc) -> list[str]:
@@ -140,7 +119,7 @@ def test_quick_cells_cost_no_extra_request(pool, monkeypatch):
 
 def test_a_detached_cell_runs_past_the_pools_limit(kernel, kernelspecs, make_pool):
     short = make_pool("--timeout", "3", "--ready", "0")
-    _pool_kernel(kernelspecs, "aca_test_short", short)
+    pool_kernelspec(kernelspecs, "aca_test_short", short)
     _km, kc = kernel("aca_test_short")
     reply, _out = run(kc, "import time\ntime.sleep(5)")
     assert reply["status"] == "error" and "timed out" in reply["evalue"].lower()  # the limit holds
@@ -157,7 +136,7 @@ def test_a_detached_cell_runs_past_the_pools_limit(kernel, kernelspecs, make_poo
 
 def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
     short = make_pool("--timeout", "3", "--ready", "0")
-    _pool_kernel(kernelspecs, "aca_test_bg", short)
+    pool_kernelspec(kernelspecs, "aca_test_bg", short)
     _km, kc = kernel("aca_test_bg")
     run(kc, "base = 40")
     started = time.monotonic()
@@ -212,7 +191,7 @@ def test_a_background_cell_can_be_stopped(kernel):
 
 def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel, kernelspecs, make_pool):
     serial = make_pool("--serialize-files", "--ready", "0")
-    _pool_kernel(kernelspecs, "aca_test_serial", serial)
+    pool_kernelspec(kernelspecs, "aca_test_serial", serial)
     _km, kc = kernel("aca_test_serial")
     run(kc, "1")
     code = "import time\nfor i in range(8):\n    print('s', i, flush=True)\n    time.sleep(1)"

@@ -7,12 +7,11 @@ sees the earlier variables at once. Screenshot: ``artifacts/live-output.png``.
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.files.test_browser import _KERNEL_READY, ARTIFACTS, CHROMIUM, Lab, lab, run_cell  # noqa: F401 (fixture)
+from tests.files.test_browser import ARTIFACTS, CHROMIUM, Lab, lab, notebook_page, run_cell  # noqa: F401 (fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,20 +35,13 @@ def write_notebook(root: Path) -> str:
 
 
 def test_progress_appears_while_the_cell_runs_and_stop_stops_it(lab: Lab) -> None:  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     name = write_notebook(lab.root)
     shot = ARTIFACTS / "live-output.png"
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-dev-shm-usage"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
+    with notebook_page(lab, name, width=1200, height=900) as page:
         try:
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab.url}/lab/workspaces/t{uuid.uuid4().hex[:8]}/tree/{name}?reset&token={lab.token}")
-            page.wait_for_function(_KERNEL_READY, timeout=90_000)
             cells = page.locator(".jp-NotebookPanel .jp-Cell")
             run_cell(page, 0)
             expect(cells.nth(0).locator(".jp-InputPrompt")).to_contain_text("[1]", timeout=90_000)
@@ -59,8 +51,7 @@ def test_progress_appears_while_the_cell_runs_and_stop_stops_it(lab: Lab) -> Non
             expect(output).to_contain_text("progress 2", timeout=30_000)
             # still running: its prompt shows [*] while the lines come in
             expect(cells.nth(1).locator(".jp-InputPrompt")).to_contain_text("[*]")
-            seen_running = output.inner_text()
-            assert "progress 9" not in seen_running
+            assert "progress 9" not in output.inner_text()
             expect(output).to_contain_text("progress 9", timeout=30_000)
             expect(cells.nth(1).locator(".jp-InputPrompt")).to_contain_text("[2]")
 
@@ -79,5 +70,3 @@ def test_progress_appears_while_the_cell_runs_and_stop_stops_it(lab: Lab) -> Non
         except Exception:
             page.screenshot(path=str(shot.with_name(shot.stem + "-failed.png")), full_page=True)
             raise
-        finally:
-            browser.close()

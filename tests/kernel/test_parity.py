@@ -11,51 +11,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_until
 from jupyter_client.manager import start_new_kernel
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_TIMING = re.compile(r"\d+(\.\d+)?(e[+-]?\d+)?\s*(ns|µs|μs|us|ms|s)\b")
-
-
-def _normalise(text: str, cwd: str) -> str:
-    text = _ANSI.sub("", text)
-    for path in (cwd, "/mnt/data"):
-        text = text.replace(path, "<cwd>")
-    text = text.replace(str(Path.home()) + "/", "~/").replace("/tmp/home/", "~/")
-    text = re.sub(r"0x[0-9a-f]{6,}", "0x…", text)
-    text = re.sub(r"/tmp/ipykernel_\d+/\d+\.py", "<cell>", text)
-    if re.search(r"CPU times|Wall time|per loop", text):
-        text = _TIMING.sub("<t>", text)
-    return text
-
-
-def _run(kc: Any, code: str, timeout: float = 120, **kwargs: Any) -> tuple[dict, list[dict]]:
-    msg_id = kc.execute(code, allow_stdin=False, **kwargs)
-    while True:
-        reply = kc.get_shell_msg(timeout=timeout)
-        if reply["parent_header"].get("msg_id") == msg_id:
-            break
-    outputs = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            return reply["content"], outputs
-        outputs.append(msg)
+from .helpers import run
+from .normalise import normalise
 
 
 def summary(kc: Any, code: str, cwd: str, **kwargs: Any) -> dict[str, Any]:
     """What a user sees of one cell, normalised; consecutive stream messages of one name are joined."""
-    reply, messages = _run(kc, code, **kwargs)
+    reply, messages = run(kc, code, timeout=120, allow_stdin=False, **kwargs)
     items: list[list[Any]] = []
     for msg in messages:
         kind, content = msg["msg_type"], msg["content"]
@@ -84,7 +54,7 @@ def summary(kc: Any, code: str, cwd: str, **kwargs: Any) -> dict[str, Any]:
 
 def _normalised(value: Any, cwd: str) -> Any:
     if isinstance(value, str):
-        return _normalise(value, cwd)
+        return normalise(value, cwd)
     if isinstance(value, list):
         return [_normalised(v, cwd) for v in value]
     if isinstance(value, dict):
@@ -218,8 +188,8 @@ def test_magic_in_a_stock_kernel_matches_too(pool, tmp_path):
                                    "ACA_TOKEN": pool.token or "", "ACA_PROGRESS_AFTER": "60"})
     p = Pair()
     try:
-        _run(kc, "%load_ext aca_sessions")
-        _run(p.aca[1], "1")  # both now at the same prompt number
+        run(kc, "%load_ext aca_sessions")
+        run(p.aca[1], "1")  # both now at the same prompt number
         for code in ("x = 2\nprint('a')\nx * 21", "import matplotlib.pyplot as plt\nplt.plot([1, 2])",
                      "try:\n    1/0\nexcept Exception:\n    get_ipython().showtraceback()\nprint('after')",
                      "def f():\n    return 1/0\nf()", "_i", "%%time\nx"):
