@@ -588,3 +588,32 @@ def inspect_object(name, level):
     if not getattr(ip, "enable_html_pager", False):
         bundle.pop("text/html", None)
     return _reply({"found": True, "data": bundle})
+
+
+# --- a front end's own requests ----------------------------------------------------------------------------------
+
+def housekeeping(code_b64, count, options):
+    """``cell`` for a front end's request: threads it starts get up to ``options["threads"]`` seconds to finish.
+
+    VS Code's variables view answers from a thread the request starts (a display it updates later): waiting for it
+    while the cell's outputs are still recorded brings that update back with the reply, as a local kernel sends it.
+    """
+    import threading
+    import time
+
+    wait = float(json.loads(options).get("threads") or 0) if isinstance(options, str) else 0.0
+    if _ip is None or wait <= 0:
+        return cell(code_b64, count, options)
+    before = set(threading.enumerate())
+
+    def join_new_threads():
+        deadline = time.monotonic() + wait
+        for thread in threading.enumerate():
+            if thread not in before and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    _ip.events.register("post_execute", join_new_threads)  # still inside the cell: its outputs are recorded
+    try:
+        return cell(code_b64, count, options)
+    finally:
+        _ip.events.unregister("post_execute", join_new_threads)
