@@ -400,10 +400,11 @@ class RemoteRunner:
 
     # --- a front end's own requests (kernel/_housekeeping.py) --------------------------------------------------
     def housekeeping(self, code: str, *, count: int, silent: bool = False,
-                     user_expressions: dict[str, str] | None = None) -> RunOutcome:
+                     user_expressions: dict[str, str] | None = None, setup: list[str] | None = None) -> RunOutcome:
         """Run a front end's request in the default session: one call, kept out of the session's history.
 
-        Threads the request starts get half the time to finish (VS Code answers from one); it stops waiting after
+        ``setup``: the front end's set-up code, which the session runs first, once per process. Threads the request
+        starts get half the time to finish (VS Code answers from one); it stops waiting after
         ``settings.housekeeping_timeout`` (``TimeoutError``). A session that lost its state gets no runtime
         installed by it (``RuntimeError``): the next cell installs it and says what was lost.
         """
@@ -411,7 +412,8 @@ class RemoteRunner:
         state = self.context.session(None)
         limit = max(int(settings.max_output_bytes), 1024)
         options = {"store_history": False, "silent": silent, "max_bytes": limit, "colors": self.context.colors,
-                   "user_expressions": user_expressions or None, "threads": settings.housekeeping_timeout / 2}
+                   "user_expressions": user_expressions or None, "threads": settings.housekeeping_timeout / 2,
+                   "setup": setup or None}
         code = _runtime.housekeeping_code(code, count=count, options=options, install=not state.runtime_ready)
         result = self._call(state, code, settings.timeout, None, settings.housekeeping_timeout)
         if result.succeeded and _runtime.is_missing(result.result):

@@ -592,16 +592,32 @@ def inspect_object(name, level):
 
 # --- a front end's own requests ----------------------------------------------------------------------------------
 
-def housekeeping(code_b64, count, options):
-    """``cell`` for a front end's request: threads it starts get up to ``options["threads"]`` seconds to finish.
+_setup_done = set()  # the front ends' set-up code already run in this process
 
-    VS Code's variables view answers from a thread the request starts (a display it updates later): waiting for it
-    while the cell's outputs are still recorded brings that update back with the reply, as a local kernel sends it.
+
+def housekeeping(code_b64, count, options):
+    """``cell`` for a front end's request, after its set-up (``options["setup"]``, each run once per process).
+
+    Threads the request starts get up to ``options["threads"]`` seconds to finish: VS Code's variables view answers
+    from a thread (a display it updates later), and waiting while the cell's outputs are still recorded brings that
+    update back with the reply, as a local kernel sends it.
     """
+    import contextlib
+    import io
     import threading
     import time
 
-    wait = float(json.loads(options).get("threads") or 0) if isinstance(options, str) else 0.0
+    opts = json.loads(options) if isinstance(options, str) else dict(options or {})
+    for source in opts.get("setup") or ():
+        if source not in _setup_done:  # imports and definitions only (the client checked): nothing to show
+            _setup_done.add(source)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    exec(compile(source, "<front-end set-up>", "exec"),
+                         _ip.user_ns if _ip is not None else sys.modules["__main__"].__dict__)
+            except Exception:
+                pass
+    wait = float(opts.get("threads") or 0)
     if _ip is None or wait <= 0:
         return cell(code_b64, count, options)
     before = set(threading.enumerate())

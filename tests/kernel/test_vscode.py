@@ -344,6 +344,42 @@ def test_named_sessions_leave_the_variables_view_on_the_default_session(kernelsp
         km.shutdown_kernel(now=True)
 
 
+# --- a variable inspector's helpers, defined once at start ---------------------------------------------------
+
+INSPECTOR_SETUP = """import json
+from IPython import get_ipython
+
+_test_inspector_shell = get_ipython()
+
+
+def _test_inspector_list():
+    names = _test_inspector_shell.run_line_magic("who_ls", "")
+    return json.dumps([{"varName": n, "varType": type(_test_inspector_shell.user_ns[n]).__name__} for n in names])
+"""
+
+
+def test_a_variable_inspector_s_helpers_follow_the_session(vs_pair, pool):
+    # JupyterLab's variable inspector defines its helpers with one silent request when the kernel starts, then
+    # calls them after every cell (store_history: false) and reads the execute_result.
+    p, ident = vs_pair
+    stock, aca = p.compare(INSPECTOR_SETUP, silent=True)
+    assert aca == stock
+    assert ident not in pool_sessions(pool)
+    for code in ("a = 1", "import pandas as pd\nframe = pd.DataFrame({'x': [1, 2]})"):
+        stock, aca = p.compare(code)
+        assert aca == stock
+        stock, aca = p.compare("_test_inspector_list()", store_history=False)
+        assert aca == stock and aca["status"] == "ok"
+    assert "DataFrame" in aca["outputs"][0][2]
+    # a new session (as after a recycle) gets them again with the first request sent there
+    _, kc = p.aca
+    run(kc, "%aca_new_session")
+    run(kc, "b = 2")
+    reply, out = ask(kc, "_test_inspector_list()")
+    assert reply["status"] == "ok"
+    assert [v["varName"] for v in json.loads(eval(out[0]["content"]["data"]["text/plain"]))] == ["b", "get_ipython", "json"]
+
+
 # --- busy, unreachable and lost sessions ------------------------------------------------------------------------
 
 def test_requests_during_a_remote_cell_wait_for_it(vs_pair):
