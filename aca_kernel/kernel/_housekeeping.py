@@ -98,7 +98,10 @@ class Housekeeping:
         return state is not None and state.first_call is not None
 
     def place(self, code: str, silent: bool, store_history: bool, where: str) -> Literal["local", "session"] | None:
-        """Where a request runs: None when it is not housekeeping (a user's cell, or one the routing keeps here)."""
+        """Where a request runs: None when it is not housekeeping (a user's cell, or one the routing keeps here).
+
+        Silent set-up is remembered here for the session (rule 4), wherever it runs now.
+        """
         if where != "remote" or not (silent or not store_history):
             return None
         if prepares_this_process(code):
