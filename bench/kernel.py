@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=200, help="rounds (cells per path; default 200)")
     parser.add_argument("--code", default="1", help="the cell (default: 1)")
+    parser.add_argument("--plot", metavar="PNG", help="also draw p50 and p95 per path into this image")
     args = parser.parse_args(argv)
 
     with private_environment():
@@ -121,7 +122,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"aca-rich / floor: {p50['aca-rich'] / floor:.2f}   aca-plain / floor: {p50['aca-plain'] / floor:.2f}   "
           f"magic / floor: {p50['magic'] / floor:.2f}")
     print(f"runtime work in the session (runtime - client, p50): {p50['runtime'] - p50['client']:.2f} ms")
+    if args.plot:
+        plot(samples, floor, args.plot, args.n)
     return 0
+
+
+def plot(samples: dict[str, list[float]], floor: float, path: str, rounds: int) -> None:
+    import matplotlib
+
+    matplotlib.use("agg")
+    import matplotlib.pyplot as plt
+
+    names = list(samples)
+    p50 = [percentile(samples[n], 0.5) for n in names]
+    p95 = [percentile(samples[n], 0.95) for n in names]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.barh(names, p95, color="#c7dcef", label="p95")
+    ax.barh(names, p50, color="#0078d4", label="p50")
+    ax.axvline(floor, color="#d13438", linestyle="--", label=f"floor: stock + raw-http p50 ({floor:.1f} ms)")
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per trivial cell")
+    ax.set_title(f"One cell, every path ({rounds} rounds, interleaved)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Each cell goes to the session as it is and the session's own IPython runs it (``aca_kernel.notebook``); the
 kernel turns what comes back into the messages a local kernel would have sent and keeps its own execution
 count and history in step. Only ``%%local`` cells, cells made of the kernel's own ``%aca...`` magics and
-``%config`` of its own classes, and silent requests run here, in the local IPython (which also serves comms and
-widgets). This module holds no protocol knowledge: the routing rule, the messages, completion/inspection
-forwarding, and the session lifecycle (identifier at start, deleted at shutdown/restart).
+``%config`` of its own classes, and front ends' housekeeping requests until the session is in use
+(``_housekeeping.py``) run here, in the local IPython (which also serves comms and widgets). This module holds
+no protocol knowledge: the routing rule, the messages, completion/inspection forwarding, and the session
+lifecycle (identifier at start, deleted at shutdown/restart).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..notebook._context import ACAContext, ACASettings, get_context
 from ..notebook._display import Progress, error_content, interrupted, message, messages
 from ..notebook._runner import ExecutionInterrupted, RemoteRunner
 from ..notebook.magics import _offer_replay, load_ipython_extension
+from ._housekeeping import Housekeeping
 
 __all__ = ["ACAKernel"]
 
@@ -170,6 +172,7 @@ class ACAKernel(IPythonKernel):
     rich = Bool(None, allow_none=True, config=True, help="Rich mode (full MIME bundles); False sends code as typed.")
     max_output_bytes = Int(None, allow_none=True, config=True, help="Cut a cell's outputs beyond this size.")
     progress_after = Float(None, allow_none=True, config=True, help="Seconds before the elapsed time shows.")
+    housekeeping_timeout = Float(None, allow_none=True, config=True, help="Seconds for a front end's own requests.")
     keepalive = Float(None, allow_none=True, config=True, help="Touch the session every N seconds (0: off).")
     cooldown = Float(None, allow_none=True, config=True, help="The pool's cooldown, for expiry estimates.")
     complete_timeout = Float(None, allow_none=True, config=True, help="Seconds for completion/inspection.")
@@ -187,6 +190,7 @@ class ACAKernel(IPythonKernel):
         if not settings.session_id:
             settings.session_id = str(uuid.uuid4())  # the kernel's identifier exists from the start
         self.runner = RemoteRunner(self.context)
+        self.housekeeping = Housekeeping(self)
         # The client (httpx) is needed at the first cell; load it now, off the start-up path.
         threading.Thread(target=self._preload, name="aca-preload", daemon=True).start()
 
@@ -238,8 +242,12 @@ class ACAKernel(IPythonKernel):
                          user_expressions: dict | None = None, allow_stdin: bool = False, *,
                          cell_meta: dict | None = None, cell_id: str | None = None) -> dict[str, Any]:
         where, body = _route(code)
-        if silent or where == "local":
-            # Silent code (front-end housekeeping) stays local: it must not allocate a session or print.
+        # Front ends' own requests (silent, or kept out of the history) follow the rule in _housekeeping.py.
+        place = self.housekeeping.place(code, silent, store_history, where)
+        if place == "session":
+            return self.housekeeping.run(code, silent, user_expressions or {})
+        if silent or where == "local" or place == "local":
+            # Silent code prints nothing here either.
             with self._silenced() if silent else contextlib.nullcontext():
                 return await super().do_execute(body, silent, store_history, user_expressions, allow_stdin,
                                                 cell_meta=cell_meta, cell_id=cell_id)
@@ -365,7 +373,7 @@ class ACAKernel(IPythonKernel):
     def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                    omit_sections: Any = ()) -> dict[str, Any]:
         target = _remote_target(code, cursor_pos)
-        if target is None:
+        if target is None or not (target[0] or self.housekeeping.session_in_use()):  # see _housekeeping.py
             return super().do_inspect(code, cursor_pos, detail_level, omit_sections)
         where, offset = target
         name = token_at_cursor(code[offset:], cursor_pos - offset)

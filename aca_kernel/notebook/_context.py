@@ -93,6 +93,10 @@ class ACASettings(Configurable):
                        "stream in and the stop button works as usual. $ACA_DETACH")
     complete_timeout = Float(3.0, config=True,
                              help="Seconds a completion or inspection request may take. $ACA_COMPLETE_TIMEOUT")
+    housekeeping_timeout = Float(10.0, config=True,
+                                 help="Seconds a front end's own request (VS Code's variables and data viewer, "
+                                      "store_history=False or silent) may take in the session before it is answered "
+                                      "empty. $ACA_HOUSEKEEPING_TIMEOUT")
 
     @default("endpoint")
     def _default_endpoint(self) -> str | None:
@@ -142,6 +146,10 @@ class ACASettings(Configurable):
     @default("complete_timeout")
     def _default_complete_timeout(self) -> float:
         return _env_float("ACA_COMPLETE_TIMEOUT", 3.0)
+
+    @default("housekeeping_timeout")
+    def _default_housekeeping_timeout(self) -> float:
+        return _env_float("ACA_HOUSEKEEPING_TIMEOUT", 10.0)
 
     def as_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in sorted(self.class_own_traits(config=True))}

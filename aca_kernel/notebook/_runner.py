@@ -493,6 +493,37 @@ class RemoteRunner:
             raise RuntimeError(f"-i {name}: the session could not load the value ({ename}: {evalue})")
         state.history.append(ReplayCell(None, "", sent_value=name))
 
+    # --- a front end's own requests (kernel/_housekeeping.py) --------------------------------------------------
+    def housekeeping(self, code: str, *, count: int, silent: bool = False,
+                     user_expressions: dict[str, str] | None = None, setup: list[str] | None = None) -> RunOutcome:
+        """Run a front end's request in the default session: one call, kept out of the session's history.
+
+        ``setup``: the front end's set-up code, which the session runs first, once per process. Threads the request
+        starts get half the time to finish (VS Code answers from one); it stops waiting after
+        ``settings.housekeeping_timeout`` (``TimeoutError``). A session that lost its state gets no runtime
+        installed by it (``RuntimeError``): the next cell installs it and says what was lost.
+        """
+        settings = self.context.settings
+        state = self.context.session(None)
+        limit = max(int(settings.max_output_bytes), 1024)
+        options = {"store_history": False, "silent": silent, "max_bytes": limit, "colors": self.context.colors,
+                   "user_expressions": user_expressions or None, "threads": settings.housekeeping_timeout / 2,
+                   "setup": setup or None}
+        code = _runtime.housekeeping_code(code, count=count, options=options, install=not state.runtime_ready)
+        result = self._call(state, code, settings.timeout, None, settings.housekeeping_timeout)
+        if result.succeeded and _runtime.is_missing(result.result):
+            state.lost_pending = state.lost_pending or state.runtime_ready
+            state.runtime_ready = False
+            raise RuntimeError("the session lost its state; the next cell says so")
+        envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
+        if envelope is None:
+            raise RuntimeError("the session's reply carried no envelope")
+        state.runtime_ready = True
+        outcome = RunOutcome(count=count, execution=result)
+        self._lost(outcome, state, False, envelope.runtime)
+        self._from_envelope(outcome, envelope, result, state, limit, state.client.api_version in V2_API_VERSIONS)
+        return outcome
+
     # --- completion and inspection ---------------------------------------------------------------------------
     def _reply(self, make_code: Callable[[bool], str], session: str | None, endpoint: str | None,
                api_version: str | None) -> dict[str, Any] | None:

@@ -90,6 +90,16 @@ def inspect_code(name: str, detail_level: int, *, install: bool = False) -> str:
     return (_INSTALL if install else "") + _call(f"inspect_object({name!r}, {int(detail_level)})")
 
 
+def housekeeping_code(code: str, *, count: int, options: dict[str, Any], install: bool = False) -> str:
+    """``cell_code`` for a front end's own request (``threads``: seconds its threads get to finish)."""
+    if needs_await(code):  # the awaited call runs it (without set-up); a front end's helpers have no top-level await
+        return cell_code(code, count=count, options=options, install=install)
+    encoded = base64.b64encode(code.encode()).decode("ascii")
+    opts = json.dumps({k: v for k, v in options.items() if v is not None and _DEFAULTS.get(k, ...) != v},
+                      separators=(",", ":"))
+    return (_INSTALL if install else "") + _call(f"housekeeping({encoded!r}, {int(count)}, {opts!r})")
+
+
 def needs_await(code: str) -> bool:
     """True when ``code`` has top-level ``await``, so the session's IPython must await the call.
 
