@@ -27,7 +27,8 @@ from jupyter_client.manager import start_new_kernel
 
 from .conftest import write_kernelspec
 from .helpers import run, text
-from .test_parity import Pair, _normalise
+from .normalise import normalise
+from .test_parity import Pair
 
 # --- the helpers a front end sends (written for these tests) ----------------------------------------------------
 
@@ -164,7 +165,7 @@ def inspected(kc: Any, name: str, cwd: str) -> dict[str, Any]:
             break
     content = reply["content"]
     return {"status": content["status"], "found": content["found"],
-            "text": _normalise(content["data"].get("text/plain", ""), cwd)}
+            "text": normalise(content["data"].get("text/plain", ""), cwd)}
 
 
 def background_answer(kc: Any, timeout: float = 60) -> Any:
@@ -296,7 +297,7 @@ def test_variables_view_sees_the_session(vs_pair):
         assert aca == stock, name
     assert printed_json(p.aca[1], variable_info("frame")) == {"type": "DataFrame", "shape": "(3, 2)", "count": 3}
     stock_rows, aca_rows = background_answer(p.stock[1]), background_answer(p.aca[1])
-    assert _normalise(json.dumps(aca_rows), p.cwd) == _normalise(json.dumps(stock_rows), p.cwd)
+    assert normalise(json.dumps(aca_rows), p.cwd) == normalise(json.dumps(stock_rows), p.cwd)
     assert "<__main__.Point object at 0x" in next(r["value"] for r in aca_rows if r["name"] == "origin")
     # none of it went into the history or moved the execution count
     for code in ("_i", "len(In)", "%history -l 2", "_ii"):
