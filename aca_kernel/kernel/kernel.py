@@ -200,7 +200,15 @@ class ACAKernel(IPythonKernel):
         with contextlib.suppress(Exception):
             import aca_kernel._client  # noqa: F401
 
-    # --- kernel_info: the session's Python --------------------------------------------------------------------
+    # --- kernel_info: the session's Python, and no debugger ------------------------------------------------------
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = super().kernel_info
+        # ipykernel offers its debugger, which would attach to this process while cells run in the session:
+        # breakpoints would never be hit, so front ends must not offer it.
+        info["supported_features"] = [f for f in info.get("supported_features", []) if f != "debugger"]
+        return info
+
     @property
     def language_info(self) -> dict[str, Any]:  # type: ignore[override]
         info = dict(IPythonKernel.language_info)

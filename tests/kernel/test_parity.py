@@ -179,6 +179,7 @@ def test_kernel_info_reports_the_sessions_python(pair):
     info = kc.kernel_info(reply=True, timeout=30)["content"]
     assert info["language_info"]["version"] == "3.99.1"
     assert info["language_info"]["name"] == "python"
+    assert "debugger" not in info.get("supported_features", [])  # it could not stop in the session's code
 
 
 def test_magic_in_a_stock_kernel_matches_too(pool, tmp_path):
