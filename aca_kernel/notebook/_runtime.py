@@ -57,25 +57,28 @@ def _call(expr: str, *, awaited: bool = False) -> str:
     return f"{call} if {MODULE!r} in {_MODULES} else {MISSING!r}"
 
 
+def _cell_call(entry: str, code: str, count: int, options: dict[str, Any] | None, install: bool, *,
+               awaited: bool = False, **extra: Any) -> str:
+    """The call of runtime ``entry`` for ``code`` (base64) as prompt ``count`` with the options that differ."""
+    encoded = base64.b64encode(code.encode()).decode("ascii")
+    sent = {k: v for k, v in (options or {}).items() if v is not None and _DEFAULTS.get(k, ...) != v}
+    opts = json.dumps({**sent, **extra}, separators=(",", ":"))
+    return (_INSTALL if install else "") + _call(f"{entry}({encoded!r}, {int(count)}, {opts!r})", awaited=awaited)
+
+
 def cell_code(code: str, *, count: int, options: dict[str, Any] | None = None, install: bool = False) -> str:
     """The call that runs ``code`` as prompt number ``count``; with ``install``, preceded by the runtime itself.
 
-    ``options``: ``store_history``, ``silent``, ``max_bytes``, ``user_expressions``, ``export``, ``tag``.
+    ``options``: ``store_history``, ``silent``, ``max_bytes``, ``user_expressions``, ``export``, ``tag``,
+    ``colors``, ``live``.
     """
-    encoded = base64.b64encode(code.encode()).decode("ascii")
-    opts = json.dumps({k: v for k, v in (options or {}).items() if v is not None and _DEFAULTS.get(k, ...) != v},
-                      separators=(",", ":"))
     awaited = needs_await(code)
-    body = _call(f"{'acell' if awaited else 'cell'}({encoded!r}, {int(count)}, {opts!r})", awaited=awaited)
-    return (_INSTALL if install else "") + body
+    return _cell_call("acell" if awaited else "cell", code, count, options, install, awaited=awaited)
 
 
 def start_code(code: str, *, count: int, options: dict[str, Any], install: bool = False) -> str:
     """The call that starts ``code`` detached (it runs after the call returns; see ``_session_live``)."""
-    encoded = base64.b64encode(code.encode()).decode("ascii")
-    opts = json.dumps({**{k: v for k, v in options.items() if v is not None and _DEFAULTS.get(k, ...) != v},
-                       "awaited": needs_await(code)}, separators=(",", ":"))
-    return (_INSTALL if install else "") + _call(f"start({encoded!r}, {int(count)}, {opts!r})")
+    return _cell_call("start", code, count, options, install, awaited_cell=needs_await(code))
 
 
 def forget_live_code(cell_id: str) -> str:
@@ -94,10 +97,7 @@ def housekeeping_code(code: str, *, count: int, options: dict[str, Any], install
     """``cell_code`` for a front end's own request (``threads``: seconds its threads get to finish)."""
     if needs_await(code):  # the awaited call runs it (without set-up); a front end's helpers have no top-level await
         return cell_code(code, count=count, options=options, install=install)
-    encoded = base64.b64encode(code.encode()).decode("ascii")
-    opts = json.dumps({k: v for k, v in options.items() if v is not None and _DEFAULTS.get(k, ...) != v},
-                      separators=(",", ":"))
-    return (_INSTALL if install else "") + _call(f"housekeeping({encoded!r}, {int(count)}, {opts!r})")
+    return _cell_call("housekeeping", code, count, options, install)
 
 
 def needs_await(code: str) -> bool:

@@ -578,7 +578,7 @@ def start(code_b64, count, options):
         finally:
             cell.hand_over()
 
-    if opts.get("awaited"):
+    if opts.get("awaited_cell"):
         loop.call_soon(lambda: loop.create_task(run_async()))
     else:
         module.run_detached(loop, run)
