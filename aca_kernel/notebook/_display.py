@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._runtime import COMM_KINDS
 from ._tracebacks import BOLD, RED, RESET, error_line, exception_message
 
 if TYPE_CHECKING:
@@ -105,13 +106,18 @@ def messages(outcome: RunOutcome, *, quiet: bool = False,
              failing_error: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """The iopub messages (type, content) a local kernel would have sent for this cell, in order.
 
-    ``quiet`` leaves out everything but the failing error; ``failing_error=False`` leaves that one out too.
+    ``quiet`` leaves out everything but the failing error and widgets' comm messages; ``failing_error=False``
+    leaves the failing error out too. A comm message's content carries its ``metadata`` and base64 ``buffers``:
+    send those with :func:`aca_kernel.notebook._comms.emit`.
     """
     sent: list[tuple[str, dict[str, Any]]] = []
     if outcome.notices:
         sent.append(("stream", {"name": "stderr", "text": "".join(n + "\n" for n in outcome.notices)}))
     for item in outcome.outputs:
         kind = item["output_type"]
+        if kind in COMM_KINDS:  # a widget's state, shown even by a quiet cell; send it with _comms.emit
+            sent.append((kind, {k: v for k, v in item.items() if k != "output_type"}))
+            continue
         if item is outcome.error:
             if not failing_error:
                 continue
@@ -157,6 +163,10 @@ def publish(outcome: RunOutcome, shell: Any, *, quiet: bool = False,
             value = RemoteValue(content["data"], content["metadata"])
             if not return_value:
                 shell.displayhook(value)
+        elif kind in COMM_KINDS:
+            from ._comms import emit
+
+            emit(shell.kernel, kind, content)
         else:
             kwargs: dict[str, Any] = {"transient": content["transient"]} if content["transient"] else {}
             publish_display_data(content["data"], content["metadata"], update=kind == "update_display_data",

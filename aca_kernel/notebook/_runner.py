@@ -4,8 +4,8 @@
 first call, and again when a call finds it missing), calls ``SessionsClient.execute`` once per attempt in a
 worker thread so the caller's main thread stays interruptible, and turns the reply into a :class:`RunOutcome`:
 nbformat-shaped outputs in the order the session produced them (``stream``, ``display_data``,
-``update_display_data``, ``clear_output``, ``execute_result``, ``error``), the failing error if any, payloads and
-user expressions. A user's code is never sent twice: a call is repeated only when it answered that the runtime
+``update_display_data``, ``clear_output``, ``execute_result``, ``error``, and the comm records of widgets made
+in the session, in local identifiers: ``_comms``), the failing error if any, payloads and user expressions. A user's code is never sent twice: a call is repeated only when it answered that the runtime
 was missing, which it checks before running anything. Nothing here imports IPython.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._config import V2_API_VERSIONS
-from . import _runtime
+from . import _comms, _runtime
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
 from ._replay import ReplayCell
 from ._tracebacks import colorize_traceback, parse_stderr_error
@@ -37,7 +37,7 @@ __all__ = ["ExecutionInterrupted", "RemoteRunner", "RunOutcome"]
 
 logger = logging.getLogger("aca_kernel.runner")
 
-# Widget views need a comm channel to the session, which does not exist: never forward them.
+# Widget views are shown only for widgets whose comm is mirrored here (``_comms``); the rest never.
 _DROP_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json",
                "application/vnd.aca.")
 # v2 API versions cut stdout/stderr at outputStreamsMaxLength, 4096 characters by default.
@@ -70,6 +70,7 @@ class RunOutcome:
     value: Any = None
     has_value: bool = False
     execution: ExecutionResult | None = None
+    unknown_comms: list[str] = field(default_factory=list)  # forwarded messages to comms the session lacks
 
     @property
     def ok(self) -> bool:
@@ -256,13 +257,18 @@ class RemoteRunner:
         # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
         # service's own streams, ahead of what the runtime recorded.
         self._streams(outcome, result, limit, v2)
+        if envelope.runtime is not None:  # a new runtime there: the comms of an earlier one are gone
+            _comms.BRIDGE.new_runtime(state)
         for item in envelope.outputs:
             kind = item.get("output_type")
             if kind in ("display_data", "update_display_data", "execute_result"):
-                data = {k: v for k, v in _dict(item.get("data")).items() if not k.startswith(_DROP_MIMES)}
+                raw = _dict(item.get("data"))
+                data = {k: v for k, v in raw.items() if not k.startswith(_DROP_MIMES)}
+                transient, ran_as = _dict(item.get("transient")), item.get("execution_count")
+                if _comms.WIDGET_VIEW in raw:
+                    data, transient = _comms.BRIDGE.show(state, kind, raw[_comms.WIDGET_VIEW], data, transient)
                 if not data:
                     continue
-                transient, ran_as = _dict(item.get("transient")), item.get("execution_count")
                 item = {"output_type": kind, "data": data, "metadata": _dict(item.get("metadata")),
                         **({"transient": transient} if transient else {})}
                 if kind == "execute_result":
@@ -277,6 +283,10 @@ class RemoteRunner:
                         "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
             elif kind == "clear_output":
                 item = {"output_type": "clear_output", "wait": bool(item.get("wait"))}
+            elif kind in _comms.COMM_KINDS:  # a widget's messages, in local identifiers (None: nothing shows it)
+                item = _comms.BRIDGE.record(self, state, item)
+                if item is None:
+                    continue
             else:
                 continue
             outcome.outputs.append(item)
@@ -358,6 +368,30 @@ class RemoteRunner:
             text = text[:limit] + f"\n[value cut at {limit:,} bytes]"
         outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {},
                                 "execution_count": outcome.count})
+
+    # --- messages from the front end to the session's widgets (``_comms``) -------------------------------------
+    def forward(self, state: SessionState, messages: list[dict[str, Any]]) -> RunOutcome | None:
+        """Hand front-end messages to the session's comms in one request; what their handlers produced.
+
+        None when the session has no runtime (recycled, or its kernel restarted): nothing is installed, since
+        a new runtime has none of the comms; the next cell says the state was lost.
+        """
+        settings = self.context.settings
+        limit = max(int(settings.max_output_bytes), 1024)
+        v2 = state.client.api_version in V2_API_VERSIONS
+        result = self._call(state, _runtime.comm_code(messages, max_bytes=limit), settings.timeout, None)
+        if result.succeeded and _runtime.is_missing(result.result):
+            state.runtime_ready, state.lost_pending = False, state.runtime_ready or state.lost_pending
+            return None
+        outcome = RunOutcome()
+        envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
+        if envelope is None:
+            self._from_plain(outcome, result, limit, False, v2)
+        else:
+            self._from_envelope(outcome, envelope, result, state, limit, v2)
+            unknown = envelope.raw.get("unknown")
+            outcome.unknown_comms = [str(u) for u in unknown] if isinstance(unknown, list) else []
+        return outcome
 
     # --- values in and out (--out / -i) ----------------------------------------------------------------------
     def _fetch_value(self, state: SessionState, remote_name: str) -> Any:

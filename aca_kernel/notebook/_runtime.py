@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISSING", "Envelope", "cell_code", "complete_code", "inspect_code", "needs_await", "parse_envelope",
-           "parse_reply"]
+__all__ = ["COMM_KINDS", "MISSING", "PARENT", "Envelope", "cell_code", "comm_code", "complete_code", "inspect_code",
+           "needs_await", "parse_envelope", "parse_reply"]
 
 _SOURCE = (Path(__file__).parent / "_session_runtime.py").read_text(encoding="utf-8")
 RUNTIME_ID = hashlib.sha256(_SOURCE.encode()).hexdigest()[:12]
@@ -28,6 +28,10 @@ MODULE = f"_aca_runtime_{RUNTIME_ID}"
 MARKER = "@@ACA-RICH/2@@"
 REPLY_MARKER = "@@ACA-REPLY/2@@"
 MISSING = "@@ACA-MISSING/2@@"
+# Records of a comm's messages (widgets) in an envelope's outputs, and the placeholder for the client's own
+# request id in an Output widget's ``msg_id`` (``_session_runtime``'s comm section).
+COMM_KINDS = ("comm_open", "comm_msg", "comm_close")
+PARENT = "@@ACA-PARENT@@"
 
 _SOURCE_B64 = base64.b64encode(_SOURCE.encode()).decode("ascii")
 # One statement that defines the module (once) and patches the session's IPython; its value is not shown.
@@ -68,6 +72,16 @@ def complete_code(code: str, cursor_pos: int, *, install: bool = False) -> str:
 
 def inspect_code(name: str, detail_level: int, *, install: bool = False) -> str:
     return (_INSTALL if install else "") + _call(f"inspect_object({name!r}, {int(detail_level)})")
+
+
+def comm_code(messages: list[dict[str, Any]], *, max_bytes: int | None = None) -> str:
+    """The call that hands front-end messages to the session's comms; never installs (a new runtime has none).
+
+    ``messages``: ``{"comm_id", "kind": "msg"|"close", "data", "metadata", "buffers": [base64]}`` in order.
+    """
+    batch = base64.b64encode(json.dumps(messages, separators=(",", ":")).encode()).decode("ascii")
+    opts = json.dumps({"max_bytes": max_bytes} if max_bytes else {}, separators=(",", ":"))
+    return _call(f"comm_deliver({batch!r}, {opts!r})")
 
 
 def needs_await(code: str) -> bool:
