@@ -17,6 +17,9 @@ under a fresh identifier, so that several sessions and the kernel's own widgets 
   threads (comm subshells) wait and go together in the next request, the latest state of each widget winning.
 * A widget whose session was recycled (or replaced with ``%aca_new_session``) says so when touched: the
   displays that show the session's widgets are replaced by a notice.
+* A reloaded page asks the kernel for every widget's state: when ipywidgets answers (it is imported here), the
+  mirrored widgets' last known states are added to its answer; otherwise the front end asks each comm, and the
+  request is forwarded like any message.
 """
 
 from __future__ import annotations
@@ -111,6 +114,20 @@ class _Link:
     runner: RemoteRunner
     state_keys: frozenset[str] = frozenset()
     comm: Any = None
+    state: dict[str, Any] = field(default_factory=dict)  # the last known state, in local identifiers
+    buffers: dict[tuple[Any, ...], str] = field(default_factory=dict)  # state path -> base64 buffer
+
+
+def _track(link: _Link, data: dict[str, Any], buffers: list[str]) -> None:
+    """Fold a state (an open, an update, an echo) into what a reloaded page is told."""
+    state = data.get("state")
+    if not isinstance(state, dict) or data.get("method") not in (None, "update", "echo_update"):
+        return
+    paths = [tuple(p) for p in data.get("buffer_paths") or () if isinstance(p, list) and p]
+    changed = set(state) | {p[0] for p in paths}
+    link.buffers = {p: b for p, b in link.buffers.items() if p[0] not in changed}
+    link.state.update(state)
+    link.buffers.update(zip(paths, buffers, strict=False))
 
 
 @dataclass(eq=False)
@@ -239,6 +256,9 @@ class CommBridge:
                 self._retire(kern, link)
         out: dict[str, Any] = {"output_type": kind, "comm_id": link.local_id, "data": _map_refs(data, table),
                                "metadata": metadata if isinstance(metadata, dict) else {}, "buffers": buffers}
+        if kind != "comm_close":
+            with self._lock:
+                _track(link, out["data"], buffers)
         if kind == "comm_open":
             out["target_name"] = str(item.get("target_name") or "comm")
             if isinstance(item.get("target_module"), str):
@@ -256,6 +276,7 @@ class CommBridge:
         comm.on_close(lambda msg, link=link: self._from_front_end(link, msg, "close"))
         link.comm = comm
         _manager(kern).register_comm(comm)
+        _watch_control(_manager(kern))
         sess.links[remote] = self._links[link.local_id] = link
         return link
 
@@ -297,16 +318,19 @@ class CommBridge:
         if kind == "close":
             with self._lock:
                 self._retire(kern, link)
-        if sess.gone is None and sess.state.client.session_id != sess.session_id:
+        if sess.gone is None and _replaced(sess):
             sess.gone = "replaced"
         if sess.gone is not None:
             self._say_gone(kern, sess, parent)
             return
         content = msg.get("content") or {}
+        buffers = [base64.b64encode(bytes(b)).decode("ascii") for b in msg.get("buffers") or ()]
         with self._lock:
+            if isinstance(content.get("data"), dict):
+                _track(link, content["data"], buffers)
             data = _map_refs(content.get("data") or {}, sess.reverse())
         item = {"comm_id": link.remote_id, "kind": kind, "data": data, "metadata": msg.get("metadata") or {},
-                "buffers": [base64.b64encode(bytes(b)).decode("ascii") for b in msg.get("buffers") or ()]}
+                "buffers": buffers}
         sess.forwarder.submit(item, parent, link.runner, lambda batch: self._send(kern, sess, batch))
 
     def _send(self, kern: Any, sess: _Session, batch: _Batch) -> None:
@@ -330,7 +354,8 @@ class CommBridge:
 
     def _say_gone(self, kern: Any, sess: _Session, parent: dict[str, Any]) -> None:
         """Replace the session's widget displays with a notice; disable the ones shown elsewhere."""
-        why = ("is no longer this notebook's session (%aca_new_session)" if sess.gone == "replaced" else
+        why = ("is no longer this notebook's session (%aca_new_session, or new connection settings)"
+               if sess.gone == "replaced" else
                "was recycled or its Python process restarted: its objects are gone")
         text = f"This widget lived in session {sess.session_id}, which {why}. Run its cell again to make it anew."
         html = f'<div style="color: var(--jp-warn-color0, #c0392b)">{text}</div>'
@@ -342,6 +367,69 @@ class CommBridge:
                 emit(kern, "comm_msg", {"comm_id": link.local_id, "data": {
                     "method": "update", "state": {"disabled": True}, "buffer_paths": []}}, parent)
         emit(kern, "stream", {"name": "stderr", "text": text + "\n"}, parent)
+
+
+    def add_states(self, data: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
+        """ipywidgets' ``update_states`` answer with the mirrored widgets of live sessions added."""
+        with self._lock:
+            links = [link for link in self._links.values() if link.session.gone is None]
+            states, paths = dict(data.get("states") or {}), list(data.get("buffer_paths") or [])
+            for link in links:
+                state = dict(link.state)
+                states[link.local_id] = {"model_name": state.get("_model_name"),
+                                         "model_module": state.get("_model_module"),
+                                         "model_module_version": state.get("_model_module_version"),
+                                         "state": state}
+                for path, buffer in link.buffers.items():
+                    paths.append([link.local_id, "state", *path])
+                    buffers.append(base64.b64decode(buffer))
+        return {**data, "states": states, "buffer_paths": paths}, buffers
+
+
+_CONTROL = "jupyter.widget.control"
+
+
+def _watch_control(manager: Any) -> None:
+    """Have ipywidgets' control comm (a reloaded page's question for all states) answer for session widgets too.
+
+    Its target is wrapped where it is registered already, and whenever ipywidgets registers it later.
+    """
+    if getattr(manager, "_aca_control_watched", False):
+        return
+    manager._aca_control_watched = True
+    register = manager.register_target
+
+    def register_target(name: str, f: Any) -> Any:
+        return register(name, _with_session_states(f) if name == _CONTROL else f)
+
+    manager.register_target = register_target
+    if callable(manager.targets.get(_CONTROL)):
+        manager.targets[_CONTROL] = _with_session_states(manager.targets[_CONTROL])
+
+
+def _with_session_states(opened: Any) -> Any:
+    if not callable(opened) or getattr(opened, "_aca", False):
+        return opened
+
+    def control_opened(comm: Any, msg: dict[str, Any]) -> None:
+        opened(comm, msg)
+        send = comm.send
+
+        def send_states(data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+            if isinstance(data, dict) and data.get("method") == "update_states":
+                data, buffers = BRIDGE.add_states(data, list(buffers or ()))
+            send(data, metadata, buffers)
+
+        comm.send = send_states
+
+    control_opened._aca = True  # type: ignore[attr-defined]
+    return control_opened
+
+
+def _replaced(sess: _Session) -> bool:
+    """The notebook moved on from that session: a new identifier, or new clients after a settings change."""
+    client = sess.state.client
+    return client.session_id != sess.session_id or bool(getattr(getattr(client, "_http", None), "is_closed", False))
 
 
 def _manager(kern: Any) -> Any:

@@ -2,7 +2,9 @@
 
 An ``interact`` slider made in the session is dragged with the mouse; the remote function's output in the
 notebook follows the new value (the Output widget inside ``interact`` captures what the session printed for
-the forwarded change). A ``tqdm.auto`` bar over 5 steps renders as the widget bar and ends at 100%. Both faces:
+the forwarded change). A ``tqdm.auto`` bar over 5 steps renders as the widget bar and ends at 100%. After
+ipywidgets is imported in the local kernel too, the page is reloaded: the session's widgets come back with their
+state and still work. Both faces:
 a notebook on the ACA Sessions kernel, and a python3 notebook with ``%load_ext aca_sessions`` and ``%%aca``
 cells. Screenshots go to ``artifacts/widgets-interact*.png``.
 """
@@ -14,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from files.test_browser import ARTIFACTS, CHROMIUM, _KERNEL_READY, Lab, lab  # noqa: F401  (lab: the fixture)
+from files.test_browser import _KERNEL_READY, ARTIFACTS, CHROMIUM, Lab, lab  # noqa: F401  (lab: the fixture)
 
 pytestmark = [
     pytest.mark.slow,
@@ -36,11 +38,13 @@ def write_notebook(root: Path, use_aca_kernel: bool) -> tuple[str, int]:
     if use_aca_kernel:
         nb.metadata["kernelspec"] = {"name": "aca_sessions", "display_name": "ACA Sessions (test)",
                                      "language": "python"}
-        nb.cells = [nbformat.v4.new_code_cell(INTERACT), nbformat.v4.new_code_cell(TQDM)]
+        nb.cells = [nbformat.v4.new_code_cell(INTERACT), nbformat.v4.new_code_cell(TQDM),
+                    nbformat.v4.new_code_cell("%%local\nimport ipywidgets")]
     else:
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nb.cells = [nbformat.v4.new_code_cell("%load_ext aca_sessions"),
-                    nbformat.v4.new_code_cell("%%aca\n" + INTERACT), nbformat.v4.new_code_cell("%%aca\n" + TQDM)]
+                    nbformat.v4.new_code_cell("%%aca\n" + INTERACT), nbformat.v4.new_code_cell("%%aca\n" + TQDM),
+                    nbformat.v4.new_code_cell("import ipywidgets")]
     name = f"widgets-{uuid.uuid4().hex[:6]}.ipynb"
     nbformat.write(nb, root / name)
     return name, 0 if use_aca_kernel else 1
@@ -106,6 +110,22 @@ def test_dragging_an_interact_slider_reruns_the_remote_function(lab: Lab, face: 
             expect(bar_cell.locator(".widget-html-content", has_text=re.compile(r"5/5"))).to_be_visible()
             expect(bar_cell.locator(".progress-bar-success")).to_have_count(1)
             page.screenshot(path=str(shot), full_page=True)
+
+            # ipywidgets imported here as well (it then answers a reloaded page for all widgets); save, reload
+            run_cell(page, first + 2)
+            expect(page.locator(".jp-NotebookPanel .jp-Cell").nth(first + 2).locator(".jp-InputPrompt")) \
+                .to_have_text(re.compile(r"\[\d+\]"))
+            page.keyboard.press("Control+s")
+            page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+            page.reload()
+            page.wait_for_function(_KERNEL_READY, timeout=90_000)
+            cell = page.locator(".jp-NotebookPanel .jp-Cell").nth(first)
+            readout = cell.locator(".widget-readout").first
+            expect(readout).to_have_text("9", timeout=60_000)  # the session's slider, with its state
+            cell.locator(".noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+            expect(readout).to_have_text("10")
+            expect(cell.locator(".widget-output .jp-RenderedText")).to_have_text(re.compile(r"remote says 110"))
         except Exception:
             page.screenshot(path=str(shot.with_name(shot.stem + "-failed.png")), full_page=True)
             print("browser console:\n" + "\n".join(console[-40:]))
