@@ -30,6 +30,7 @@ import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from ._runtime import COMM_KINDS, PARENT
@@ -112,7 +113,6 @@ class _Link:
     remote_id: str
     session: _Session
     runner: RemoteRunner
-    state_keys: frozenset[str] = frozenset()
     comm: Any = None
     state: dict[str, Any] = field(default_factory=dict)  # the last known state, in local identifiers
     buffers: dict[tuple[Any, ...], str] = field(default_factory=dict)  # state path -> base64 buffer
@@ -188,20 +188,21 @@ class _Forwarder:
                 self._cond.notify_all()
 
 
-def _merge(items: list[dict[str, Any]], item: dict[str, Any]) -> None:
-    """Append ``item``, or fold a state update into the same widget's pending one (later values win)."""
+def _plain_update(item: dict[str, Any]) -> bool:
     data = item.get("data") or {}
-    if item["kind"] == "msg" and data.get("method") == "update" and not item["buffers"] and \
-            not data.get("buffer_paths") and isinstance(data.get("state"), dict):
-        for earlier in reversed(items):
-            if earlier["comm_id"] != item["comm_id"]:
-                continue
-            prev = earlier.get("data") or {}
-            if earlier["kind"] == "msg" and prev.get("method") == "update" and not earlier["buffers"] and \
-                    not prev.get("buffer_paths") and isinstance(prev.get("state"), dict):
-                prev["state"].update(data["state"])
-                return
-            break  # a custom message or a close in between keeps the order
+    return (item["kind"] == "msg" and data.get("method") == "update" and not item["buffers"]
+            and not data.get("buffer_paths") and isinstance(data.get("state"), dict))
+
+
+def _merge(items: list[dict[str, Any]], item: dict[str, Any]) -> None:
+    """Append ``item``, or fold a state update into the same widget's update just before it (later values win).
+
+    Only the last one: an update never moves past another message (a click handler may read the state).
+    """
+    last = items[-1] if items else None
+    if last is not None and last["comm_id"] == item["comm_id"] and _plain_update(last) and _plain_update(item):
+        last["data"]["state"].update(item["data"]["state"])
+        return
     items.append(item)
 
 
@@ -248,7 +249,7 @@ class CommBridge:
             link = sess.links.get(remote)
             if kind == "comm_open" and link is None:
                 link = self._open(kern, runner, sess, remote, str(item.get("target_name") or "comm"),
-                                  item.get("target_module"), data)
+                                  item.get("target_module"))
             if link is None:
                 return None
             table = {r: lk.local_id for r, lk in sess.links.items()}
@@ -265,11 +266,9 @@ class CommBridge:
                 out["target_module"] = item["target_module"]
         return out
 
-    def _open(self, kern: Any, runner: RemoteRunner, sess: _Session, remote: str, target: str, module: Any,
-              data: dict[str, Any]) -> _Link:
-        state = data.get("state")
-        link = _Link(uuid.uuid4().hex, remote, sess, runner,
-                     frozenset(state) if isinstance(state, dict) else frozenset())
+    def _open(self, kern: Any, runner: RemoteRunner, sess: _Session, remote: str, target: str,
+              module: Any) -> _Link:
+        link = _Link(uuid.uuid4().hex, remote, sess, runner)
         comm = _comm_class()(comm_id=link.local_id, primary=False, target_name=target,
                              target_module=module if isinstance(module, str) else None)
         comm.on_msg(lambda msg, link=link: self._from_front_end(link, msg, "msg"))
@@ -321,7 +320,8 @@ class CommBridge:
         if sess.gone is None and _replaced(sess):
             sess.gone = "replaced"
         if sess.gone is not None:
-            self._say_gone(kern, sess, parent)
+            if kind != "close":  # closing a dead widget needs no notice
+                self._say_gone(kern, sess, parent)
             return
         content = msg.get("content") or {}
         buffers = [base64.b64encode(bytes(b)).decode("ascii") for b in msg.get("buffers") or ()]
@@ -358,16 +358,15 @@ class CommBridge:
                if sess.gone == "replaced" else
                "was recycled or its Python process restarted: its objects are gone")
         text = f"This widget lived in session {sess.session_id}, which {why}. Run its cell again to make it anew."
-        html = f'<div style="color: var(--jp-warn-color0, #c0392b)">{text}</div>'
+        html = f'<div style="color: var(--jp-warn-color0, #c0392b)">{escape(text)}</div>'
         for display_id in dict.fromkeys(sess.display_ids):
             emit(kern, "update_display_data", {"data": {"text/plain": text, "text/html": html}, "metadata": {},
                                                "transient": {"display_id": display_id}}, parent)
         for link in list(sess.links.values()):
-            if "disabled" in link.state_keys:
+            if "disabled" in link.state:
                 emit(kern, "comm_msg", {"comm_id": link.local_id, "data": {
                     "method": "update", "state": {"disabled": True}, "buffer_paths": []}}, parent)
         emit(kern, "stream", {"name": "stderr", "text": text + "\n"}, parent)
-
 
     def add_states(self, data: dict[str, Any], buffers: list[Any]) -> tuple[dict[str, Any], list[Any]]:
         """ipywidgets' ``update_states`` answer with the mirrored widgets of live sessions added."""
@@ -429,7 +428,8 @@ def _with_session_states(opened: Any) -> Any:
 def _replaced(sess: _Session) -> bool:
     """The notebook moved on from that session: a new identifier, or new clients after a settings change."""
     client = sess.state.client
-    return client.session_id != sess.session_id or bool(getattr(getattr(client, "_http", None), "is_closed", False))
+    closed = bool(getattr(getattr(client, "_http", None), "is_closed", False))
+    return client.session_id != sess.session_id or closed
 
 
 def _manager(kern: Any) -> Any:

@@ -5,8 +5,9 @@ first call, and again when a call finds it missing), calls ``SessionsClient.exec
 worker thread so the caller's main thread stays interruptible, and turns the reply into a :class:`RunOutcome`:
 nbformat-shaped outputs in the order the session produced them (``stream``, ``display_data``,
 ``update_display_data``, ``clear_output``, ``execute_result``, ``error``, and the comm records of widgets made
-in the session, in local identifiers: ``_comms``), the failing error if any, payloads and user expressions. A user's code is never sent twice: a call is repeated only when it answered that the runtime
-was missing, which it checks before running anything. Nothing here imports IPython.
+in the session, in local identifiers: ``_comms``), the failing error if any, payloads and user expressions. A
+user's code is never sent twice: a call is repeated only when it answered that the runtime was missing, which it
+checks before running anything. Nothing here imports IPython.
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ class RemoteRunner:
                 raw = _dict(item.get("data"))
                 data = {k: v for k, v in raw.items() if not k.startswith(_DROP_MIMES)}
                 transient, ran_as = _dict(item.get("transient")), item.get("execution_count")
-                if _comms.WIDGET_VIEW in raw:
-                    data, transient = _comms.BRIDGE.show(state, kind, raw[_comms.WIDGET_VIEW], data, transient)
+                if _comms.WIDGET_VIEW in raw:  # shown when the widget's comm is mirrored here
+                    view = raw[_comms.WIDGET_VIEW]
+                    data, transient = _comms.BRIDGE.show(state, kind, view, data, transient)
                 if not data:
                     continue
                 item = {"output_type": kind, "data": data, "metadata": _dict(item.get("metadata")),
@@ -283,7 +285,7 @@ class RemoteRunner:
                         "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
             elif kind == "clear_output":
                 item = {"output_type": "clear_output", "wait": bool(item.get("wait"))}
-            elif kind in _comms.COMM_KINDS:  # a widget's messages, in local identifiers (None: nothing shows it)
+            elif kind in _comms.COMM_KINDS:  # a widget's message in local ids (None: nothing can show it)
                 item = _comms.BRIDGE.record(self, state, item)
                 if item is None:
                     continue
@@ -369,7 +371,7 @@ class RemoteRunner:
         outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {},
                                 "execution_count": outcome.count})
 
-    # --- messages from the front end to the session's widgets (``_comms``) -------------------------------------
+    # --- messages from the front end to the session's widgets (``_comms``) ---------------------------------
     def forward(self, state: SessionState, messages: list[dict[str, Any]]) -> RunOutcome | None:
         """Hand front-end messages to the session's comms in one request; what their handlers produced.
 

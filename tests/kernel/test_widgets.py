@@ -1,4 +1,4 @@
-"""Widgets made in the session: the comm messages of "ACA Sessions" against a stock ipykernel, through jupyter_client.
+"""Widgets made in the session: the comm traffic of "ACA Sessions" and of a stock ipykernel, via jupyter_client.
 
 Each case runs the same cells in both kernels and, where a front end would, sends them the same comm messages
 (a slider moved, a button clicked), the way JupyterLab does. Comm traffic is compared after normalising what
@@ -103,8 +103,9 @@ class Front:
             if kind in ("comm_open", "comm_msg", "comm_close"):
                 data = self._norm(content.get("data"), request)
                 last = items[-1] if items else None
-                if (kind == "comm_msg" and last is not None and last[0] == "comm_msg" and not digests and not last[5]
-                        and last[1] == self.label(content["comm_id"]) and data.get("method") == "update"
+                if (kind == "comm_msg" and last is not None and last[0] == "comm_msg" and not digests
+                        and not last[5] and last[1] == self.label(content["comm_id"])
+                        and data.get("method") == "update"
                         and last[3].get("method") == "update" and not data.get("buffer_paths")):
                     last[3]["state"].update(data["state"])
                     continue
@@ -445,15 +446,17 @@ def _update(comm_id: str, **state: Any) -> dict[str, Any]:
 
 def test_state_updates_merge_but_clicks_keep_their_order():
     items: list[dict[str, Any]] = []
-    for item in (_update("s", value=1), _update("t", value=5), _update("s", value=2, max=9)):
+    for item in (_update("s", value=1), _update("s", value=2, max=9), _update("t", value=5),
+                 _update("s", value=3)):
         _comms._merge(items, item)
+    # never past another widget's message: t's handlers may read s
     assert [(i["comm_id"], i["data"]["state"]) for i in items] == [("s", {"value": 2, "max": 9}),
-                                                                    ("t", {"value": 5})]
+                                                                    ("t", {"value": 5}), ("s", {"value": 3})]
     click = {"comm_id": "s", "kind": "msg", "data": {"method": "custom", "content": {"event": "click"}},
              "metadata": {}, "buffers": []}
     _comms._merge(items, click)
-    _comms._merge(items, _update("s", value=3))
-    assert [i["data"].get("state") for i in items] == [{"value": 2, "max": 9}, {"value": 5}, None, {"value": 3}]
+    _comms._merge(items, _update("s", value=4))
+    assert [i["data"].get("state") for i in items][-2:] == [None, {"value": 4}]
 
 
 def test_one_request_in_flight_per_session_and_the_latest_state_wins():
