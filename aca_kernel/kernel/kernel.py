@@ -28,6 +28,7 @@ from IPython.utils.tokenutil import token_at_cursor
 from traitlets import Bool, Float, Int, Unicode
 
 from .. import __version__
+from ..notebook._comms import COMM_KINDS, emit
 from ..notebook._context import ACAContext, ACASettings, get_context
 from ..notebook._display import Progress, error_content, interrupted, message, messages
 from ..notebook._runner import ExecutionInterrupted, RemoteRunner
@@ -262,6 +263,8 @@ class ACAKernel(IPythonKernel):
         return self._execute_remote(code, store_history, user_expressions or {}, refuse=where == "mixed")
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
+        if msg_type in COMM_KINDS:  # a widget made in the session (its buffers go as binary frames)
+            return emit(self, msg_type, content)
         self.send_response(self.iopub_socket, msg_type, content)
 
     def _send_output(self, item: dict[str, Any]) -> None:

@@ -3,8 +3,9 @@
 The kernel (``aca_kernel.kernel``) and the ``%%aca`` magic in a stock IPython kernel both run remote cells through
 this package: ``_context`` (settings and sessions of one shell), ``_runner`` (a cell to an outcome),
 ``_runtime`` and ``_session_runtime`` (the runtime installed in the session: cells, completion, inspection),
-``_display`` (outcomes as Jupyter messages), ``_tracebacks``, ``magics`` and ``_filemagics`` (the line and cell magics), ``_widgets`` (the file
-browser). It imports the client from the package root; the root never imports it.
+``_display`` (outcomes as Jupyter messages), ``_comms`` (widgets made in the session, mirrored here),
+``_tracebacks``, ``magics`` and ``_filemagics`` (the line and cell magics), ``_widgets`` (the file browser).
+It imports the client from the package root; the root never imports it.
 """
 
 from __future__ import annotations

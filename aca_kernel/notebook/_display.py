@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._runtime import COMM_KINDS
 from ._tracebacks import BOLD, RED, RESET, error_line, exception_message
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ def in_kernel(shell: Any) -> bool:
 def message(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The iopub message (type, content) of one nbformat-shaped output."""
     kind = item["output_type"]
+    if kind in COMM_KINDS:  # a widget's message, in local ids: send it with _comms.emit
+        return kind, {k: v for k, v in item.items() if k != "output_type"}
     if kind == "stream":
         return "stream", {"name": item["name"], "text": item["text"]}
     if kind == "error":
@@ -122,7 +125,9 @@ def messages(outcome: RunOutcome, *, quiet: bool = False,
              failing_error: bool = True) -> list[tuple[str, dict[str, Any]]]:
     """The iopub messages (type, content) a local kernel would have sent for this cell, in order.
 
-    ``quiet`` leaves out everything but the failing error; ``failing_error=False`` leaves that one out too.
+    ``quiet`` leaves out everything but the failing error and widgets' comm messages; ``failing_error=False``
+    leaves the failing error out too. A comm message's content carries its ``metadata`` and base64 ``buffers``:
+    send those with :func:`aca_kernel.notebook._comms.emit`.
     """
     sent: list[tuple[str, dict[str, Any]]] = []
     if outcome.notices:
@@ -131,7 +136,7 @@ def messages(outcome: RunOutcome, *, quiet: bool = False,
         if item is outcome.error:
             if not failing_error:
                 continue
-        elif quiet:
+        elif quiet and item["output_type"] not in COMM_KINDS:  # a widget's state is kept even by a quiet cell
             continue
         sent.append(message(item))
     return sent
@@ -198,6 +203,11 @@ class IPythonOutputs:
             self.value = RemoteValue(content["data"], content["metadata"])
             if not self.return_value:
                 self.shell.displayhook(self.value)
+        elif kind in COMM_KINDS:
+            from ._comms import emit
+
+            if getattr(self.shell, "kernel", None) is not None:  # a terminal IPython has no front end for widgets
+                emit(self.shell.kernel, kind, content)
         else:
             kwargs: dict[str, Any] = {"transient": content["transient"]} if content["transient"] else {}
             publish_display_data(content["data"], content["metadata"], update=kind == "update_display_data",

@@ -4,9 +4,10 @@
 first call, and again when a call finds it missing), calls ``SessionsClient.execute`` once per attempt in a
 worker thread so the caller's main thread stays interruptible, and turns the reply into a :class:`RunOutcome`:
 nbformat-shaped outputs in the order the session produced them (``stream``, ``display_data``,
-``update_display_data``, ``clear_output``, ``execute_result``, ``error``), the failing error if any, payloads and
-user expressions. A user's code is never sent twice: a call is repeated only when it answered that the runtime
-was missing, which it checks before running anything. Nothing here imports IPython.
+``update_display_data``, ``clear_output``, ``execute_result``, ``error``, and the comm records of widgets made
+in the session, in local identifiers: ``_comms``), the failing error if any, payloads and user expressions. A
+user's code is never sent twice: a call is repeated only when it answered that the runtime was missing, which it
+checks before running anything. Nothing here imports IPython.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._config import V2_API_VERSIONS
-from . import _runtime
+from . import _comms, _runtime
 from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
 from ._live import POLL_AFTER, LiveReader
 from ._replay import ReplayCell
@@ -38,7 +39,7 @@ __all__ = ["ExecutionInterrupted", "RemoteRunner", "RunOutcome"]
 
 logger = logging.getLogger("aca_kernel.runner")
 
-# Widget views need a comm channel to the session, which does not exist: never forward them.
+# Widget views are shown only for widgets whose comm is mirrored here (``_comms``); the rest never.
 _DROP_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json",
                "application/vnd.aca.")
 # v2 API versions cut stdout/stderr at outputStreamsMaxLength, 4096 characters by default.
@@ -76,6 +77,7 @@ class RunOutcome:
     value: Any = None
     has_value: bool = False
     execution: ExecutionResult | None = None
+    unknown_comms: list[str] = field(default_factory=list)  # forwarded messages to comms the session lacks
 
     @property
     def ok(self) -> bool:
@@ -87,19 +89,28 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def convert(record: Any, count: int | None) -> dict[str, Any] | None:
+def _kind(record: Any) -> Any:
+    return record.get("output_type") if isinstance(record, dict) else None
+
+
+ShowView = Callable[[str, Any, dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+
+
+def convert(record: Any, count: int | None, show_view: ShowView | None = None) -> dict[str, Any] | None:
     """A record of the session runtime as an nbformat output; None for what is not one (or is garbled).
 
-    Fields of the wrong type are dropped or defaulted, never an error: the cell ran, and must not fail here.
+    Fields of the wrong type are dropped or defaulted, never an error: the cell ran, and must not fail here. A
+    widget's view is dropped unless ``show_view`` (the comm bridge) maps it to a widget mirrored here.
     """
-    if not isinstance(record, dict):
-        return None
-    kind = record.get("output_type")
+    kind = _kind(record)
     if kind in ("display_data", "update_display_data", "execute_result"):
-        data = {k: v for k, v in _dict(record.get("data")).items() if not k.startswith(_DROP_MIMES)}
+        raw = _dict(record.get("data"))
+        data = {k: v for k, v in raw.items() if not k.startswith(_DROP_MIMES)}
+        transient, ran_as = _dict(record.get("transient")), record.get("execution_count")
+        if show_view is not None and _comms.WIDGET_VIEW in raw:
+            data, transient = show_view(kind, raw[_comms.WIDGET_VIEW], data, transient)
         if not data:
             return None
-        transient, ran_as = _dict(record.get("transient")), record.get("execution_count")
         item = {"output_type": kind, "data": data, "metadata": _dict(record.get("metadata")),
                 **({"transient": transient} if transient else {})}
         if kind == "execute_result":
@@ -283,7 +294,8 @@ class RemoteRunner:
                 cell_id = uuid.uuid4().hex[:12]
                 options["live"] = {"id": cell_id, "after": 0.5}
                 live = LiveReader(self._calls, state, cell_id, on_output or (lambda item: None),
-                                  lambda record: convert(record, count), poll_after=0.0 if detached else POLL_AFTER)
+                                  lambda record: self._convert(state, record, count),
+                                  poll_after=0.0 if detached else POLL_AFTER)
                 if on_live is not None:
                     on_live(live)
             if detached:
@@ -336,6 +348,13 @@ class RemoteRunner:
             logger.info("could not remove the live files of %s: %s", live.cell_id, exc)
         return ExecutionResult("succeeded", "", "", live.ended, None, None, {}), lost
 
+    def _convert(self, state: SessionState, record: Any, count: int | None) -> dict[str, Any] | None:
+        """``convert``, with widgets: their comm messages and views go through the comm bridge (``_comms``)."""
+        if _kind(record) in _comms.COMM_KINDS:
+            return _comms.BRIDGE.record(self, state, record)  # in local ids; None: nothing can show it
+        return convert(record, count, lambda kind, view, data, transient:
+                       _comms.BRIDGE.show(state, kind, view, data, transient))
+
     def _note_local_pool(self, outcome: RunOutcome) -> None:
         if self.context.local_note_pending:  # said with the first reply, so a failed first call does not lose it
             self.context.local_note_pending = False
@@ -365,9 +384,14 @@ class RemoteRunner:
         # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
         # service's own streams, ahead of what the runtime recorded.
         self._streams(outcome, result, limit, v2)
+        if envelope.runtime is not None:  # a new runtime there: the comms of an earlier one are gone
+            _comms.BRIDGE.new_runtime(state)
         last_error = None
         for index, record in enumerate(envelope.outputs):
-            item = convert(record, outcome.count)
+            if index < skip:  # shown while the cell ran; only its errors matter now
+                item = convert(record, outcome.count) if _kind(record) == "error" else None
+            else:
+                item = self._convert(state, record, outcome.count)
             if item is None:
                 continue
             if item["output_type"] == "error":
@@ -453,6 +477,30 @@ class RemoteRunner:
             text = text[:limit] + f"\n[value cut at {limit:,} bytes]"
         outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {},
                                 "execution_count": outcome.count})
+
+    # --- messages from the front end to the session's widgets (``_comms``) ---------------------------------
+    def forward(self, state: SessionState, messages: list[dict[str, Any]]) -> RunOutcome | None:
+        """Hand front-end messages to the session's comms in one request; what their handlers produced.
+
+        None when the session has no runtime (recycled, or its kernel restarted): nothing is installed, since
+        a new runtime has none of the comms; the next cell says the state was lost.
+        """
+        settings = self.context.settings
+        limit = max(int(settings.max_output_bytes), 1024)
+        v2 = state.client.api_version in V2_API_VERSIONS
+        result = self._call(state, _runtime.comm_code(messages, max_bytes=limit), settings.timeout, None)
+        if result.succeeded and _runtime.is_missing(result.result):
+            state.runtime_ready, state.lost_pending = False, state.runtime_ready or state.lost_pending
+            return None
+        outcome = RunOutcome()
+        envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
+        if envelope is None:
+            self._from_plain(outcome, result, limit, False, v2)
+        else:
+            self._from_envelope(outcome, envelope, result, state, limit, v2)
+            unknown = envelope.raw.get("unknown")
+            outcome.unknown_comms = [str(u) for u in unknown] if isinstance(unknown, list) else []
+        return outcome
 
     # --- values in and out (--out / -i) ----------------------------------------------------------------------
     def _fetch_value(self, state: SessionState, remote_name: str) -> Any:

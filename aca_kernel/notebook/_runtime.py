@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISSING", "Envelope", "cell_code", "complete_code", "forget_live_code", "inspect_code", "live_chunk",
-           "needs_await", "parse_envelope", "parse_reply", "start_code"]
+__all__ = ["COMM_KINDS", "MISSING", "PARENT", "Envelope", "cell_code", "comm_code", "complete_code",
+           "forget_live_code", "inspect_code", "live_chunk", "needs_await", "parse_envelope", "parse_reply",
+           "start_code"]
 
 _HERE = Path(__file__).parent
 _LIVE_SOURCE = (_HERE / "_session_live.py").read_text(encoding="utf-8")
@@ -30,6 +31,10 @@ MODULE = f"_aca_runtime_{RUNTIME_ID}"
 MARKER = "@@ACA-RICH/2@@"
 REPLY_MARKER = "@@ACA-REPLY/2@@"
 MISSING = "@@ACA-MISSING/2@@"
+# Records of a comm's messages (widgets) in an envelope's outputs, and the placeholder for the client's own
+# request id in an Output widget's ``msg_id`` (``_session_runtime``'s comm section).
+COMM_KINDS = ("comm_open", "comm_msg", "comm_close")
+PARENT = "@@ACA-PARENT@@"
 
 
 def _define(name: str, source: str) -> str:
@@ -98,6 +103,16 @@ def housekeeping_code(code: str, *, count: int, options: dict[str, Any], install
     if needs_await(code):  # the awaited call runs it (without set-up); a front end's helpers have no top-level await
         return cell_code(code, count=count, options=options, install=install)
     return _cell_call("housekeeping", code, count, options, install)
+
+
+def comm_code(messages: list[dict[str, Any]], *, max_bytes: int | None = None) -> str:
+    """The call that hands front-end messages to the session's comms; never installs (a new runtime has none).
+
+    ``messages``: ``{"comm_id", "kind": "msg"|"close", "data", "metadata", "buffers": [base64]}`` in order.
+    """
+    batch = base64.b64encode(json.dumps(messages, separators=(",", ":")).encode()).decode("ascii")
+    opts = json.dumps({"max_bytes": max_bytes} if max_bytes else {}, separators=(",", ":"))
+    return _call(f"comm_deliver({batch!r}, {opts!r})")
 
 
 def needs_await(code: str) -> bool:

@@ -176,15 +176,16 @@ def test_state_persists_between_cells(kc):
     assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["22"]
 
 
-def test_local_widgets_work_and_remote_widget_views_are_not_sent(kc):
+def test_local_widgets_and_session_widgets_both_work(kc):
     reply, out = run(kc, "%%local\nimport ipywidgets\nipywidgets.IntSlider(value=3)")
     (res,) = [m for m in out if m["msg_type"] == "execute_result"]
-    assert "application/vnd.jupyter.widget-view+json" in res["content"]["data"]  # a live comm in this kernel
+    local = res["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]  # a live comm here
     reply, out = run(kc, "import ipywidgets\nipywidgets.IntSlider(value=3)")
     assert reply["status"] == "ok"
     (res,) = [m for m in out if m["msg_type"] == "execute_result"]
-    # the remote model has no comm to this frontend: only its text is shown
-    assert list(res["content"]["data"]) == ["text/plain"] and "IntSlider" in res["content"]["data"]["text/plain"]
+    # the session's model is mirrored here as a comm of this kernel (tests/kernel/test_widgets.py has the rest)
+    remote = res["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert remote != local and "IntSlider" in res["content"]["data"]["text/plain"]
 
 
 def test_service_timeout_is_an_error_that_says_so(kc):
