@@ -238,10 +238,13 @@ class RemoteRunner:
         kernel restarted). The repeat after ``MISSING`` is safe: the call checked for the runtime first.
         """
         lost = False
+        if not state.runtime_ready:  # installing a runtime: the comms of an earlier one are gone (before any
+            _comms.BRIDGE.new_runtime(state)  # record of this call, live ones included, is mirrored)
         result = self._call(state, make_code(not state.runtime_ready), timeout, on_wait, give_up_after, live)
         if result.succeeded and _runtime.is_missing(result.result):
             lost = state.runtime_ready
             state.runtime_ready = False
+            _comms.BRIDGE.new_runtime(state)
             result = self._call(state, make_code(True), timeout, on_wait, give_up_after, live)
         if result.succeeded and not _runtime.is_missing(result.result):
             state.runtime_ready = True
@@ -384,8 +387,6 @@ class RemoteRunner:
         # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
         # service's own streams, ahead of what the runtime recorded.
         self._streams(outcome, result, limit, v2)
-        if envelope.runtime is not None:  # a new runtime there: the comms of an earlier one are gone
-            _comms.BRIDGE.new_runtime(state)
         last_error = None
         for index, record in enumerate(envelope.outputs):
             if index < skip:  # shown while the cell ran; only its errors matter now

@@ -95,6 +95,22 @@ def test_tqdm_bar_updates_in_place_and_ends_at_100(kernel):
     assert any(replied - at > 1 for at, _ in err)  # it moved while the cell ran
 
 
+def test_a_session_widget_updates_while_the_cell_runs(kernel):
+    _km, kc = kernel()
+    code = "from tqdm.auto import tqdm\nimport time\nfor _ in tqdm(range(8)):\n    time.sleep(0.5)"
+    reply, arrivals, replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    bars = {m["content"]["comm_id"] for _, m in arrivals if m["msg_type"] == "comm_open"
+            and m["content"]["data"].get("state", {}).get("_model_name") == "FloatProgressModel"}
+    assert len(bars) == 1
+    updates = [(at, m["content"]["data"]["state"]) for at, m in arrivals
+               if m["msg_type"] == "comm_msg" and m["content"]["comm_id"] in bars
+               and "value" in m["content"]["data"].get("state", {})]
+    values = [state["value"] for _, state in updates]
+    assert values == sorted(values) and values[-1] == 8  # the bar fills up in order and ends full
+    assert any(replied - at > 1.5 and 0 < state["value"] < 8 for at, state in updates)  # part-way, while running
+
+
 def test_quick_cells_cost_no_extra_request(pool, monkeypatch):
     from aca_kernel.notebook._context import ACAContext, ACASettings
     from aca_kernel.notebook._runner import RemoteRunner
