@@ -24,7 +24,10 @@ __all__ = ["COMM_KINDS", "MISSING", "PARENT", "Envelope", "cell_code", "comm_cod
 
 _HERE = Path(__file__).parent
 _LIVE_SOURCE = (_HERE / "_session_live.py").read_text(encoding="utf-8")
-_SOURCE = (_HERE / "_session_runtime.py").read_text(encoding="utf-8")
+# The runtime's parts run in one namespace, in this order (see _session_runtime.py).
+_PARTS = ("_session_runtime.py", "_session_routes.py", "_session_cells.py", "_session_comms.py",
+          "_session_requests.py")
+_SOURCE = "\n\n".join((_HERE / part).read_text(encoding="utf-8") for part in _PARTS)
 RUNTIME_ID = hashlib.sha256((_LIVE_SOURCE + _SOURCE).encode()).hexdigest()[:12]
 # The module name carries the runtime's CALL_TAG, which is how it recognises its own calls in the history.
 MODULE = f"_aca_runtime_{RUNTIME_ID}"
