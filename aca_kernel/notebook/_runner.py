@@ -12,23 +12,19 @@ checks before running anything. Nothing here imports IPython.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import pickle
 import queue
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._config import V2_API_VERSIONS
-from . import _comms, _runtime
-from ._context import EXECUTION_LIMIT_S, ACAContext, SessionState
+from . import _comms, _runtime, _values
+from ._context import ACAContext, SessionState
 from ._live import POLL_AFTER, LiveReader
+from ._outcome import ExecutionInterrupted, RunOutcome, convert, cut_notice, from_plain, record_kind, streams
 from ._replay import ReplayCell
 from ._tracebacks import colorize_traceback, parse_stderr_error
 
@@ -39,102 +35,6 @@ __all__ = ["ExecutionInterrupted", "RemoteRunner", "RunOutcome"]
 
 logger = logging.getLogger("aca_kernel.runner")
 
-# Widget views are shown only for widgets whose comm is mirrored here (``_comms``); the rest never.
-_DROP_MIMES = ("application/vnd.jupyter.widget-view+json", "application/vnd.jupyter.widget-state+json",
-               "application/vnd.aca.")
-# v2 API versions cut stdout/stderr at outputStreamsMaxLength, 4096 characters by default.
-SERVICE_STREAM_LIMIT = 4096
-
-
-class ExecutionInterrupted(KeyboardInterrupt):
-    """The user interrupted while a cell was running remotely and the remote code could not be stopped."""
-
-    def __init__(self, session_id: str, *, asked_to_stop: bool = False) -> None:
-        if asked_to_stop:
-            message = (f"The remote code did not stop at the interrupt: it may be inside a C extension that does "
-                       f"not check for interrupts. It may keep session {session_id} busy for up to the execution "
-                       f"limit ({EXECUTION_LIMIT_S} s); use %aca_new_session to continue on a fresh session now.")
-        else:
-            message = (f"Interrupted: stopped waiting for the remote cell, but it may still be running in session "
-                       f"{session_id} (this pool serves no file calls while a cell runs, so the interrupt cannot "
-                       f"reach it) and may block that session for up to the execution limit "
-                       f"({EXECUTION_LIMIT_S} s). Use %aca_new_session to continue on a fresh session right away.")
-        super().__init__(message)
-
-
-@dataclass
-class RunOutcome:
-    """What one remote cell produced, ready to publish."""
-
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None  # {"ename", "evalue", "traceback"}: the error that failed the cell
-    notices: list[str] = field(default_factory=list)  # one-line notes for stderr, shown before the outputs
-    payload: list[dict[str, Any]] = field(default_factory=list)  # page, set_next_input, ask_exit
-    user_expressions: dict[str, Any] = field(default_factory=dict)
-    count: int | None = None  # the prompt number the session ran the cell as
-    session_lost: bool = False
-    replayable: int = 0  # cells %aca_replay would re-run after a lost session
-    value: Any = None
-    has_value: bool = False
-    execution: ExecutionResult | None = None
-    unknown_comms: list[str] = field(default_factory=list)  # forwarded messages to comms the session lacks
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    """``value`` when the envelope holds a mapping there, else empty (a garbled field must not fail the cell)."""
-    return value if isinstance(value, dict) else {}
-
-
-def _kind(record: Any) -> Any:
-    return record.get("output_type") if isinstance(record, dict) else None
-
-
-ShowView = Callable[[str, Any, dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
-
-
-def convert(record: Any, count: int | None, show_view: ShowView | None = None) -> dict[str, Any] | None:
-    """A record of the session runtime as an nbformat output; None for what is not one (or is garbled).
-
-    Fields of the wrong type are dropped or defaulted, never an error: the cell ran, and must not fail here. A
-    widget's view is dropped unless ``show_view`` (the comm bridge) maps it to a widget mirrored here.
-    """
-    kind = _kind(record)
-    if kind in ("display_data", "update_display_data", "execute_result"):
-        raw = _dict(record.get("data"))
-        data = {k: v for k, v in raw.items() if not k.startswith(_DROP_MIMES)}
-        transient, ran_as = _dict(record.get("transient")), record.get("execution_count")
-        if show_view is not None and _comms.WIDGET_VIEW in raw:
-            data, transient = show_view(kind, raw[_comms.WIDGET_VIEW], data, transient)
-        if not data:
-            return None
-        item = {"output_type": kind, "data": data, "metadata": _dict(record.get("metadata")),
-                **({"transient": transient} if transient else {})}
-        if kind == "execute_result":
-            item["execution_count"] = ran_as if isinstance(ran_as, int) else count
-        return item
-    if kind == "stream":
-        return {"output_type": "stream", "name": "stderr" if record.get("name") == "stderr" else "stdout",
-                "text": str(record.get("text", ""))}
-    if kind == "error":
-        tb = record.get("traceback")
-        return {"output_type": "error", "ename": str(record.get("ename") or "Error"),
-                "evalue": str(record.get("evalue") or ""),
-                "traceback": colorize_traceback([str(x) for x in tb]) if isinstance(tb, list) else []}
-    if kind == "clear_output":
-        return {"output_type": "clear_output", "wait": bool(record.get("wait"))}
-    return None
-
-
-def _is_json_value(value: Any) -> bool:
-    """True when JSON carries ``value`` exactly (a tuple or int-keyed dict would come back changed)."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False)) == value
-    except (TypeError, ValueError):
-        return False
 
 
 def _pause(live: LiveReader | None) -> bool:
@@ -286,7 +186,7 @@ class RemoteRunner:
             result = self._call(state, code, timeout, on_wait)
             self._note_local_pool(outcome)
             outcome.execution = result
-            self._from_plain(outcome, result, limit, export_value, v2)
+            from_plain(outcome, result, limit, export_value, v2)
         else:
             options = {"store_history": store_history, "silent": silent, "max_bytes": limit,
                        "colors": self.context.colors,
@@ -323,7 +223,7 @@ class RemoteRunner:
             else:
                 if result.succeeded:
                     logger.info("the session's reply carried no envelope; showing the plain reply")
-                self._from_plain(outcome, result, limit, export_value, v2)
+                from_plain(outcome, result, limit, export_value, v2)
         if outcome.ok and store_history and not silent:
             state.history.append(ReplayCell(count, code))
         return outcome
@@ -353,7 +253,7 @@ class RemoteRunner:
 
     def _convert(self, state: SessionState, record: Any, count: int | None) -> dict[str, Any] | None:
         """``convert``, with widgets: their comm messages and views go through the comm bridge (``_comms``)."""
-        if _kind(record) in _comms.COMM_KINDS:
+        if record_kind(record) in _comms.COMM_KINDS:
             return _comms.BRIDGE.record(self, state, record)  # in local ids; None: nothing can show it
         return convert(record, count, lambda kind, view, data, transient:
                        _comms.BRIDGE.show(state, kind, view, data, transient))
@@ -386,11 +286,11 @@ class RemoteRunner:
                        state: SessionState, limit: int, v2: bool, skip: int = 0) -> None:
         # Output written below Python (C extensions, subprocesses) bypasses the runtime and arrives as the
         # service's own streams, ahead of what the runtime recorded.
-        self._streams(outcome, result, limit, v2)
+        streams(outcome, result, limit, v2)
         last_error = None
         for index, record in enumerate(envelope.outputs):
             if index < skip:  # shown while the cell ran; only its errors matter now
-                item = convert(record, outcome.count) if _kind(record) == "error" else None
+                item = convert(record, outcome.count) if record_kind(record) == "error" else None
             else:
                 item = self._convert(state, record, outcome.count)
             if item is None:
@@ -400,7 +300,7 @@ class RemoteRunner:
             if index >= skip:  # records before `skip` were shown while the cell ran
                 outcome.outputs.append(item)
         if envelope.truncated:
-            outcome.outputs.append(self._cut_notice(limit))
+            outcome.outputs.append(cut_notice(limit))
         if envelope.status == "error" and envelope.error is not None:
             err = envelope.error
             failing = {"output_type": "error", "ename": str(err.get("ename") or "Error"),
@@ -420,64 +320,13 @@ class RemoteRunner:
             outcome.value, outcome.has_value = envelope.value, True
         elif envelope.value_file:
             try:
-                outcome.value, outcome.has_value = self._fetch_value(state, envelope.value_file), True
+                outcome.value, outcome.has_value = _values.fetch(state, envelope.value_file), True
             except Exception as exc:  # the cell ran: its outputs are still shown, and it must not be re-run
                 from .._exceptions import error_message
 
                 outcome.notices.append(f"--out: the value could not be transferred ({error_message(exc)}).")
         elif envelope.value_error:
             outcome.notices.append(f"--out: the value could not be transferred ({envelope.value_error}).")
-
-    def _streams(self, outcome: RunOutcome, result: ExecutionResult, limit: int, v2: bool) -> None:
-        for name, text in (("stdout", result.stdout), ("stderr", result.stderr if result.succeeded else "")):
-            if not text:
-                continue
-            if len(text) > limit:
-                outcome.outputs.append({"output_type": "stream", "name": name, "text": text[:limit]})
-                outcome.outputs.append(self._cut_notice(limit))
-                continue
-            outcome.outputs.append({"output_type": "stream", "name": name, "text": text})
-            if v2 and len(text) == SERVICE_STREAM_LIMIT:
-                outcome.notices.append(
-                    f"The service cut {name} at {SERVICE_STREAM_LIMIT} characters; rich mode (the default, "
-                    f"without --plain) returns the full text."
-                )
-
-    @staticmethod
-    def _cut_notice(limit: int) -> dict[str, Any]:
-        return {"output_type": "stream", "name": "stderr",
-                "text": f"\n[output cut at {limit:,} bytes: raise it with %aca_config max_output_bytes=N, or write "
-                        f"large results to a file in /mnt/data and fetch it with %aca_download]\n"}
-
-    def _from_plain(self, outcome: RunOutcome, result: ExecutionResult, limit: int, export_value: bool,
-                    v2: bool) -> None:
-        self._streams(outcome, result, limit, v2)
-        if not result.succeeded:
-            fallback = "TimeoutError" if "timed out" in result.stderr.lower() else "RemoteExecutionError"
-            ename, evalue, tb = parse_stderr_error(result.stderr, fallback)
-            if fallback == "TimeoutError":
-                tb.append(f"The cell ran past its time limit (%%aca --timeout, or the service's {EXECUTION_LIMIT_S} s); "
-                          f"nothing was retried.")
-            outcome.error = {"output_type": "error", "ename": ename, "evalue": evalue, "traceback": tb}
-            outcome.outputs.append(outcome.error)
-            return
-        image = result.image
-        if image is not None:
-            data: dict[str, Any] = {"text/plain": f"<{image.mimetype} image>"}
-            data[image.mimetype] = image.data.decode("utf-8", "replace") if image.mimetype == "image/svg+xml" \
-                else image.base64_data
-            outcome.outputs.append({"output_type": "display_data", "data": data, "metadata": {}})
-            return
-        value = result.result
-        if value is None or value == "":
-            return
-        if export_value:
-            outcome.value, outcome.has_value = value, True
-        text = value if isinstance(value, str) else json.dumps(value)
-        if len(text) > limit:
-            text = text[:limit] + f"\n[value cut at {limit:,} bytes]"
-        outcome.outputs.append({"output_type": "execute_result", "data": {"text/plain": text}, "metadata": {},
-                                "execution_count": outcome.count})
 
     # --- messages from the front end to the session's widgets (``_comms``) ---------------------------------
     def forward(self, state: SessionState, messages: list[dict[str, Any]]) -> RunOutcome | None:
@@ -496,7 +345,7 @@ class RemoteRunner:
         outcome = RunOutcome()
         envelope = _runtime.parse_envelope(result.result) if result.succeeded else None
         if envelope is None:
-            self._from_plain(outcome, result, limit, False, v2)
+            from_plain(outcome, result, limit, False, v2)
         else:
             self._from_envelope(outcome, envelope, result, state, limit, v2)
             unknown = envelope.raw.get("unknown")
@@ -504,39 +353,11 @@ class RemoteRunner:
         return outcome
 
     # --- values in and out (--out / -i) ----------------------------------------------------------------------
-    def _fetch_value(self, state: SessionState, remote_name: str) -> Any:
-        # Through a local temporary file: memory holds the unpickled object once, not the bytes as well.
-        fd, path = tempfile.mkstemp(prefix="aca-out-", suffix=".pkl")
-        os.close(fd)
-        try:
-            state.client.download_file(remote_name, path)
-            with open(path, "rb") as f:
-                return pickle.load(f)  # the user's own session wrote it, at the user's request
-        finally:
-            os.remove(path)
-            try:
-                state.client.delete_file(remote_name)
-            except Exception as exc:
-                logger.info("could not delete %s from the session: %s", remote_name, exc)
-
     def send_variable(self, name: str, value: Any, *, session: str | None = None, endpoint: str | None = None,
                       api_version: str | None = None) -> None:
         """Define ``name`` in the remote session: JSON values inline, anything else pickled and uploaded."""
         state = self.context.session(session, endpoint=endpoint, api_version=api_version)
-        if _is_json_value(value):
-            code = f"{name} = __import__('json').loads({json.dumps(value)!r})"
-        else:
-            remote = f".aca-in-{uuid.uuid4().hex[:12]}.pkl"
-            fd, path = tempfile.mkstemp(prefix="aca-in-", suffix=".pkl")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    pickle.dump(value, f, protocol=4)
-                state.client.upload_file(path, remote)
-            finally:
-                os.remove(path)
-            state.touch()
-            code = _LOAD_PICKLE.format(name=name, remote=remote)
-        result = self._call(state, code, None, None)
+        result = self._call(state, _values.loading_code(state, name, value), None, None)
         if not result.succeeded:
             ename, evalue, _ = parse_stderr_error(result.stderr)
             raise RuntimeError(f"-i {name}: the session could not load the value ({ename}: {evalue})")
@@ -598,10 +419,3 @@ class RemoteRunner:
                 api_version: str | None = None) -> dict[str, Any] | None:
         return self._reply(lambda install: _runtime.inspect_code(name, detail_level, install=install),
                            session, endpoint, api_version)
-
-
-_LOAD_PICKLE = (
-    "{name} = (lambda os, pickle: (lambda p: (pickle.load(open(p, 'rb')), os.remove(p))[0])("
-    "next(os.path.join(d, {remote!r}) for d in ('/mnt/data', os.environ.get('ACA_DATA_DIR') or '', os.getcwd()) "
-    "if d and os.path.exists(os.path.join(d, {remote!r})))))(__import__('os'), __import__('pickle'))"
-)
