@@ -49,8 +49,13 @@ def _forget_call(ip):
     try:  # the call's source would stay in linecache for good
         import linecache
 
-        for n in (count, count - 1):
-            name = ip.compile.get_code_name(raw, parsed, n)
+        kept = getattr(linecache, "_ipython_cache", None)
+        if kept:  # IPython caches cells in the order they ran: the call's is the newest
+            name = next(reversed(kept))
+        else:  # older IPython: name it as the compiler does (ipykernel hashes the source, in Python)
+            name = ip.compile.get_code_name(raw, parsed, count)
+        entry = linecache.cache.get(name)
+        if entry is not None and "".join(entry[2]).rstrip("\n") == parsed:
             linecache.cache.pop(name, None)
             getattr(linecache, "_ipython_cache", {}).pop(name, None)
             getattr(ip.compile, "_filename_map", {}).pop(name, None)
