@@ -14,6 +14,7 @@ import base64
 import hashlib
 import inspect
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,15 @@ PARENT = "@@ACA-PARENT@@"
 
 
 def _define(name: str, source: str) -> str:
-    """An expression that creates module ``name`` from ``source`` once (kept in sys.modules) and is that module."""
-    encoded = base64.b64encode(source.encode()).decode("ascii")
+    """An expression that creates module ``name`` from ``source`` once (kept in sys.modules) and is that module.
+
+    The source travels compressed: the first call of a session carries it, and the service's kernel hashes a
+    cell's source in pure Python (ipykernel), so every byte counts there.
+    """
+    encoded = base64.b64encode(zlib.compress(source.encode(), 9)).decode("ascii")
     return (
-        f"(__import__('sys').modules.get({name!r}) or (lambda m: (exec(compile(__import__('base64').b64decode("
-        f"{encoded!r}).decode(), {'<' + name + '>'!r}, 'exec'), m.__dict__), "
+        f"(__import__('sys').modules.get({name!r}) or (lambda m: (exec(compile(__import__('zlib').decompress("
+        f"__import__('base64').b64decode({encoded!r})).decode(), {'<' + name + '>'!r}, 'exec'), m.__dict__), "
         f"__import__('sys').modules.__setitem__({name!r}, m), m)[2])(__import__('types').ModuleType({name!r})))"
     )
 
