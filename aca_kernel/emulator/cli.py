@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -76,7 +75,13 @@ def build_parser(prog: str = "aca-sessions emulator") -> argparse.ArgumentParser
     p.add_argument("--cooldown", type=_positive(float), default=300.0,
                    help="seconds a session may stay idle before it is destroyed (default: 300)")
     p.add_argument("--max-sessions", type=_positive(int), default=100,
-                   help="live sessions per pool; more are answered 404 (default: 100)")
+                   help="live sessions per pool name; more are answered 404 (default: 100)")
+    p.add_argument("--max-total-sessions", type=_positive(int), default=None,
+                   help="live sessions of the whole process, all pool names together (default: the larger of "
+                        "--max-sessions and 100); the open-file limit may allow fewer")
+    p.add_argument("--idle-exit", type=_positive(float), default=None, metavar="SECONDS",
+                   help="exit after SECONDS with no session and no request (default: never; the background "
+                        "pool of `aca-sessions pool` gets 3600)")
     p.add_argument("--ready", type=_non_negative_int, default=2,
                    help="kernels kept started ahead for new sessions (default: 2)")
     p.add_argument("--timeout", type=_positive(float), default=220.0,
@@ -160,7 +165,11 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
 
     from .app import create_app
     from .backend import Backend, PoolSettings
+    from .limits import raise_open_file_limit
     from .runtime import SandboxConfig, SessionKernel, check_sandbox
+    from .tree import remove_tree
+
+    raise_open_file_limit()
 
     memory = None if args.memory.strip().lower() in ("none", "0", "") else args.memory
     config = SandboxConfig(enabled=not args.no_sandbox, memory=memory, python=args.python)
@@ -189,7 +198,9 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
     data_dir.mkdir(parents=True, exist_ok=True)
     token = args.token or secrets.token_urlsafe(24)
     settings = PoolSettings(data_dir=data_dir, cooldown=args.cooldown, max_sessions=args.max_sessions,
-                            ready=args.ready, timeout=args.timeout, python=args.python)
+                            ready=args.ready, timeout=args.timeout, python=args.python,
+                            max_total_sessions=args.max_total_sessions or max(args.max_sessions, 100),
+                            idle_exit=args.idle_exit, own_data_dir=own_data_dir)
     backend = Backend(settings, lambda data, run: SessionKernel(data, run, config))
     app = create_app(backend, token)
     url = _endpoint_url(args.host, sock.getsockname()[1])
@@ -206,5 +217,5 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
     finally:
         sock.close()
         if own_data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            remove_tree(data_dir)
     return 0
