@@ -75,15 +75,17 @@ class PoolProcess:
 
 
 def start_pool(data_dir: Path, *args: str, timeout: float = 60.0, open_files: tuple[int, int] | None = None,
-               env: dict[str, str] | None = None) -> PoolProcess:
+               env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> PoolProcess:
     """Start ``python -m aca_kernel.emulator`` on a free loopback port and wait for its endpoint line.
 
-    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE before it starts (``ulimit -n``)."""
+    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE before it starts (``ulimit -n``); ``wrap`` is a
+    command line that runs the emulator's (``sh -c '...; exec "$@"' sh``)."""
     token = "test-" + secrets.token_hex(8)
     cmd = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
            "--token", token, "--data-dir", str(data_dir), *args]
     if not HAVE_BWRAP and "--no-sandbox" not in args:
         cmd.append("--no-sandbox")
+    cmd = [*wrap, *cmd]
     env = dict(os.environ if env is None else env)
     env.pop("ACA_POOL_MANAGEMENT_ENDPOINT", None)
     preexec = None

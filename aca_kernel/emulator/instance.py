@@ -111,7 +111,7 @@ class Instance:
 
     def release(self) -> None:
         """Remove every folder of this process (whatever a race left in them) and drop the locks."""
-        _remove_data(self.data_dir, self.id, whole=self.own_data_dir)
+        _remove_data(self.data_dir, self.id, whole=self.own_data_dir, tidy=True)
         if self.run_root is not None:
             remove_tree(self.run_root)
         for fd in self._locks:
@@ -119,7 +119,9 @@ class Instance:
         self._locks.clear()
 
 
-def _remove_data(data_dir: Path, instance: str, *, whole: bool = False) -> None:
+def _remove_data(data_dir: Path, instance: str, *, whole: bool = False, tidy: bool = False) -> None:
+    """Remove an instance's folders in ``data_dir`` (all of ``data_dir`` when it was the instance's own);
+    ``tidy``: also the shared folders left empty (at a clean stop; a reclaiming pool is using them)."""
     if whole:
         remove_tree(data_dir)
         return
@@ -129,6 +131,8 @@ def _remove_data(data_dir: Path, instance: str, *, whole: bool = False) -> None:
         remove_tree(data_dir / f".{shared}" / instance)
     with contextlib.suppress(FileNotFoundError):
         (data_dir / ".pools" / f"{instance}{LOCK}").unlink()
+    if not tidy:
+        return
     for shared in (".staging", ".trash", ".pools", "sessions"):
         with contextlib.suppress(OSError):
             (data_dir / shared).rmdir()  # only when empty: another pool may share this data directory
