@@ -20,6 +20,8 @@ _REF = "#/components/schemas/"
 # generated name under that whatever its encoding.
 _SEGMENT = r"(?:[^/\u0000.][^/\u0000]{0,62}|\.[^/\u0000.][^/\u0000]{0,61}|\.\.[^/\u0000]{1,61}|\.)"
 _PATH = {"type": "string", "pattern": rf"^(?:/mnt/data(?:/+|$))?(?:{_SEGMENT}(?:/+{_SEGMENT})*/*)?$"}
+# In the URL path a file name is one segment (a name in a subdirectory comes as a%2Fb, which the pool also takes)
+_NAME = {"type": "string", "pattern": rf"^{_SEGMENT}$"}
 
 
 def _schemas() -> dict[str, Any]:
@@ -129,7 +131,7 @@ def _operation(method: str, path: str, routes: list[Any], only: str | None) -> d
     for name in ("filename", "executionId"):
         if "{" + name + "}" in path:
             params.append({"name": name, "in": "path", "required": True,
-                           "schema": _PATH if name == "filename" else {"type": "string"}})
+                           "schema": _NAME if name == "filename" else {"type": "string"}})
     if path.startswith("files") and V1 not in versions:
         params.append({"name": "path", "in": "query", "required": False, "schema": _PATH,
                        "description": "Directory under /mnt/data (a leading /mnt/data is accepted)"})
