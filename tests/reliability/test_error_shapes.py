@@ -121,3 +121,30 @@ def test_sigterm_while_sessions_are_being_created_answers_json_and_leaves_no_fol
             assert r.status_code == 200, r.text
             assert r.json()["status"] in ("Succeeded", "Failed"), r.text
     assert [str(x) for x in p.data_dir.rglob("*")] == []
+
+
+def test_the_client_says_a_full_pool_is_full_not_that_a_file_is_missing(make_pool):
+    from aca_kernel import ResourceNotFoundError, SessionsClient
+
+    p = make_pool("--ready", "0", "--max-sessions", "1")
+    with SessionsClient(p.endpoint, p.token, api_version=V2510) as first, \
+            SessionsClient(p.endpoint, p.token, api_version=V2510) as second:
+        first.upload_file(b"x", "kept.txt")
+        for call in (lambda: second.download_file("data.csv"), lambda: second.list_files(),
+                     lambda: second.upload_file(b"y", "y.txt")):
+            with pytest.raises(ResourceNotFoundError) as info:
+                call()
+            message = str(info.value)
+            assert "session pool is full" in message and "not found" not in message.lower()
+            assert info.value.error_code == "SessionPoolMaxSessionsReached"
+        first.delete_session()
+
+
+def test_the_client_says_what_a_413_on_an_execution_means(make_pool):
+    from aca_kernel import RequestTooLarge, SessionsClient
+
+    p = make_pool("--ready", "0")
+    with SessionsClient(p.endpoint, p.token, api_version=V2510) as client:
+        with pytest.raises(RequestTooLarge) as info:
+            client.execute("x = '" + "a" * (40 << 20) + "'")
+        assert "None" not in str(info.value) and "too large" in str(info.value)
