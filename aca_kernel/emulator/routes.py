@@ -7,6 +7,7 @@ matched per api-version: 2024-02-02-preview has the "v1" paths and envelopes (``
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -395,7 +396,8 @@ async def file_metadata(call: Call) -> Response:
 
 
 async def delete_file(call: Call) -> Response:
-    call.session().files.delete(_file_path(call, call.params["filename"]))
+    # In a worker thread: a directory tree session code made can be large.
+    await asyncio.to_thread(call.session().files.delete, _file_path(call, call.params["filename"]))
     return Response(status_code=204)
 
 
