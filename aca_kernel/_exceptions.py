@@ -142,8 +142,8 @@ def status_error(status: int, code: str | None, detail: str, *, op: str, target:
         msg = (f"Permission denied ({tag}) during {op}: your identity needs the \"Azure ContainerApps Session "
                f"Executor\" role on the session pool {endpoint}.")
     elif status == 404 and code == "SessionPoolMaxSessionsReached":
-        msg = (f"The session pool is full ({tag}) during {op}: it already holds as many live sessions as it may. "
-               f"Delete sessions you no longer use (or let them expire) and try again.")
+        msg = (f"The session pool is full: it is at its session limit ({tag}), so session {session_id} cannot be "
+               f"created during {op}. Delete sessions you no longer use (or let them expire) and try again.")
     elif status == 404 and target:
         msg = f"File {target!r} not found in session {session_id} ({tag})."
     elif status == 404:

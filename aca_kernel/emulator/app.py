@@ -160,8 +160,9 @@ class _ErrorsAsJSON:
     """The last line of defence: whatever escapes the app (a cancelled request at shutdown included) is answered
     in the service's JSON error shape, never with the server's plain-text 500."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: Starlette) -> None:
         self.app = app
+        self.state = app.state  # as on the Starlette app it wraps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -4,7 +4,7 @@ Every socket of the pool refuses messages over ``limits.MAX_MESSAGE_BYTES`` (ZMQ
 a message before buffering it, which is what bounds the pool's memory whatever a session's code sends. It then
 drops the connection too, and after that protocol error it never reconnects. So a dropped message leaves its
 channel dead, and the execution's end marker (iopub's idle status, or the shell's execute_reply) may be lost
-with it. This module notices that and connects fresh sockets.
+with it. A monitor on each socket says when that happens; this module then connects a fresh socket.
 """
 
 from __future__ import annotations
@@ -21,47 +21,49 @@ __all__ = ["Channels"]
 
 logger = logging.getLogger("aca_kernel.emulator.runtime")
 
+_NAMES = ("shell", "iopub")
+
 
 class Channels:
-    """The shell and iopub channels of one kernel client, with a watch on the shell connection."""
+    """The shell and iopub channels of one kernel client, each watched for a dropped connection."""
 
     def __init__(self, kc: Any) -> None:
         self.kc = kc
-        self._monitor: Any = None
-        self._watch_shell()
+        self._monitors: dict[str, Any] = {}
+        for name in _NAMES:
+            self._watch(name)
 
-    def _watch_shell(self) -> None:
-        self._monitor = self.kc.shell_channel.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    def _channel(self, name: str) -> Any:
+        return getattr(self.kc, f"{name}_channel")
 
-    def _unwatch_shell(self) -> None:
-        monitor, self._monitor = self._monitor, None
+    def _watch(self, name: str) -> None:
+        self._monitors[name] = self._channel(name).socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+    def _unwatch(self, name: str) -> None:
+        monitor = self._monitors.pop(name, None)
         if monitor is not None:
             with contextlib.suppress(Exception):
-                self.kc.shell_channel.socket.disable_monitor()
+                self._channel(name).socket.disable_monitor()
             monitor.close(linger=0)
 
-    async def shell_lost(self) -> bool:
-        """True once the shell connection was dropped (a reply over the limit, or garbage from the kernel)."""
-        if self._monitor is None:
+    async def lost(self, name: str) -> bool:
+        """True once the connection of channel ``name`` was dropped (a message over the limit, or garbage)."""
+        monitor = self._monitors.get(name)
+        if monitor is None:
             return False
         try:
-            return bool(await self._monitor.poll(0))
+            return bool(await monitor.poll(0))
         except zmq.ZMQError:
             return False
 
-    def reconnect_iopub(self) -> None:
+    def reconnect(self, name: str) -> None:
+        """A fresh socket (and monitor) for channel ``name``."""
+        self._unwatch(name)
         with contextlib.suppress(Exception):
-            self.kc.iopub_channel.stop()
-        self.kc._iopub_channel = None
-        self.kc.iopub_channel.start()
-
-    def reconnect_shell(self) -> None:
-        self._unwatch_shell()
-        with contextlib.suppress(Exception):
-            self.kc.shell_channel.stop()
-        self.kc._shell_channel = None
-        self.kc.shell_channel.start()
-        self._watch_shell()
+            self._channel(name).stop()
+        setattr(self.kc, f"_{name}_channel", None)
+        self._channel(name).start()
+        self._watch(name)
 
     async def reply_for(self, msg_id: str) -> dict[str, Any] | None:
         """The content of the reply to ``msg_id`` if it has arrived (other replies are dropped)."""
@@ -77,6 +79,22 @@ class Channels:
             if isinstance(parent, dict) and parent.get("msg_id") == msg_id:
                 content = msg.get("content")
                 return content if isinstance(content, dict) else {}
+
+    async def wait_reply(self, msg_id: str, seconds: float) -> dict[str, Any] | None:
+        """The reply to ``msg_id`` if it comes within ``seconds`` and the shell connection holds."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not await self.lost("shell"):
+            try:
+                msg = await self.kc.get_shell_msg(timeout=0.05)
+            except queue.Empty:
+                continue
+            except Exception:
+                continue
+            parent = msg.get("parent_header")
+            if isinstance(parent, dict) and parent.get("msg_id") == msg_id:
+                content = msg.get("content")
+                return content if isinstance(content, dict) else {}
+        return None
 
     async def wait_until_free(self, km: Any, deadline: float, poll: float = 0.25) -> bool:
         """Ask for kernel_info on a fresh shell: the kernel answers once the running execution is over. False if
@@ -97,4 +115,5 @@ class Channels:
         return False
 
     def close(self) -> None:
-        self._unwatch_shell()
+        for name in _NAMES:
+            self._unwatch(name)

@@ -85,8 +85,10 @@ class SessionKernel:
     # after a timeout's interrupt, how long the cell gets to unwind before the kernel is restarted
     interrupt_grace: float = 5.0
     poll_interval: float = 0.25
-    # after the execute_reply, how long iopub may stay silent before its final idle is taken as lost
-    reply_grace: float = 2.0
+    # after the execute_reply, how long iopub may stay silent before its final idle is taken as lost: short
+    # once iopub's connection is known to have dropped, long when nothing said so (a fallback)
+    lost_grace: float = 1.0
+    reply_grace: float = 10.0
 
     def __init__(self, data_dir: Path, run_dir: Path, config: SandboxConfig) -> None:
         self.data_dir = Path(data_dir).absolute()
@@ -282,6 +284,9 @@ class SessionKernel:
             await self.start()
         km, kc, channels = self._km, self._kc, self._channels
         assert km is not None and kc is not None and channels is not None
+        for name in ("shell", "iopub"):
+            if await channels.lost(name):  # dropped after the last execution ended: the request must get through
+                channels.reconnect(name)
         await _drain(kc)
         started = time.monotonic()
         msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
@@ -290,7 +295,7 @@ class SessionKernel:
         interrupted_at: float | None = None
         reply: dict[str, Any] | None = None
         quiet_since = started  # when iopub last delivered a message
-        dropped = shell_lost = False
+        dropped = shell_lost = iopub_lost = False
         while not collector.idle:
             if self._km is not km:
                 # shutdown() ran while the code was running (session deleted or expired)
@@ -306,17 +311,24 @@ class SessionKernel:
                 break
             if reply is None:
                 reply = await channels.reply_for(msg_id)
-            if not shell_lost and await channels.shell_lost():
+            if not shell_lost and await channels.lost("shell"):
                 shell_lost = dropped = True
-            if now - quiet_since >= self.reply_grace and (reply is not None or shell_lost):
-                # The execution is over (its reply came, or was dropped) but iopub has fallen silent without
-                # the final idle: it lost a message over the size limit, and with it its connection
-                # (channels.py).
+            if not iopub_lost and await channels.lost("iopub"):
+                # A message over the size limit took iopub's connection with it: a fresh one gets what
+                # follows (often the idle that ends the execution).
+                iopub_lost = dropped = True
+                channels.reconnect("iopub")
+                quiet_since = now
+            # Once the execution is over (its reply came, or was lost) iopub's idle may never come: its
+            # message was lost with the connection (seen above), or unseen (a long silence, the fallback).
+            grace = self.lost_grace if iopub_lost else self.reply_grace
+            if now - quiet_since >= grace and (reply is not None or shell_lost):
+                if not iopub_lost:
+                    channels.reconnect("iopub")
                 dropped = True
-                channels.reconnect_iopub()
                 if reply is None:
                     # Neither end marker can come now: the kernel answers kernel_info once it is free.
-                    channels.reconnect_shell()
+                    channels.reconnect("shell")
                     shell_lost = False
                     if not await channels.wait_until_free(km, deadline):
                         quiet_since = time.monotonic()
@@ -348,8 +360,13 @@ class SessionKernel:
             parent = msg.get("parent_header")
             if isinstance(parent, dict) and parent.get("msg_id") == msg_id:
                 collector.add(msg)
-        if shell_lost and self._km is km:
-            channels.reconnect_shell()  # the reply was lost, but iopub's idle ended the execution
+        if dropped and reply is None and not shell_lost and interrupted_at is None and self._km is km:
+            # iopub's idle (on a fresh socket) may come before the reply that says how the code ended
+            reply = await channels.wait_reply(msg_id, self.lost_grace)
+        if (shell_lost or (dropped and reply is None)) and self._km is km:
+            # The reply was lost (or may be, its drop not yet reported), while iopub's idle ended the execution:
+            # a fresh shell socket is safe either way, and the next request must not go into a dead one.
+            channels.reconnect("shell")
         elapsed = int((time.monotonic() - started) * 1000)
         if interrupted_at is not None:
             return ExecOutcome("failed", collector.stdout(), TIMEOUT_MESSAGE, None, elapsed, timed_out=True)

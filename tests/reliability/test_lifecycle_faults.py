@@ -127,14 +127,14 @@ def test_a_killed_pool_with_its_own_temporary_folder_is_cleaned_up_too(tmp_path:
 
 
 def test_idle_exit_stops_an_empty_pool_and_waits_for_live_sessions(tmp_path: Path):
-    p = start_pool(tmp_path, "--ready", "1", "--idle-exit", "2", "--cooldown", "600")
+    p = start_pool(tmp_path, "--ready", "1", "--idle-exit", "1", "--cooldown", "600")
     try:
         with connect(p) as http:
             ident = str(uuid.uuid4())
             http.identifiers = set()
             assert v1_execute(http, ident, "1")["status"] == "Success"
             # a live session keeps it up well past the idle time
-            assert not wait_until(lambda: p.proc.poll() is not None, timeout=6)
+            assert not wait_until(lambda: p.proc.poll() is not None, timeout=4)
             assert http.delete("session", params=q(ident, V2510)).status_code == 204
         assert wait_until(lambda: p.proc.poll() is not None, timeout=60)
         assert p.proc.returncode == 0

@@ -61,7 +61,7 @@ def test_long_output_is_cut_with_a_note(pool):
 def test_a_json_request_over_the_limit_is_refused_before_it_is_parsed(make_pool):
     p = make_pool("--ready", "0")
     with connect(p) as http:
-        code = "x = '" + "a" * (200 << 20) + "'"
+        code = "x = '" + "a" * (80 << 20) + "'"
         r = http.post("executions", params=q(str(uuid.uuid4()), V2510), json={"code": code})
         assert r.status_code == 413 and error_code(r) == "RequestEntityTooLarge"
         assert "32 MiB" in r.json()["error"]["message"]

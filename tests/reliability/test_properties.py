@@ -144,7 +144,7 @@ def test_an_uploaded_name_is_refused_or_reads_back_the_same(pool, name, content)
         assert http.delete(f"files/{quote(where, safe='')}", params=q(ident, V2510)).status_code == 204
 
 
-@settings(max_examples=25, deadline=None, database=None,
+@settings(max_examples=15, deadline=None, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.binary(min_size=1, max_size=60), min_size=1, max_size=4, unique=True))
 def test_names_session_code_makes_can_be_listed_downloaded_and_deleted(pool, raws):
