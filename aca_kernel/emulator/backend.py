@@ -206,10 +206,12 @@ class SessionPool:
                     return
                 try:
                     kernel = await self._backend.kernel_for(session)
-                except (_Aborted, asyncio.CancelledError):
-                    if not session.closed:
+                except (_Aborted, asyncio.CancelledError) as exc:
+                    if isinstance(exc, asyncio.CancelledError) and not session.closed:
                         raise
-                    self._finish(execution, "Failed", stderr=aborted.format(session.closed_reason))
+                    # _Aborted also comes from a pool that started stopping before it closed this session
+                    reason = session.closed_reason if session.closed else "the local session pool is stopping"
+                    self._finish(execution, "Failed", stderr=aborted.format(reason))
                     return
                 try:
                     outcome = await kernel.execute(code, limit)
