@@ -50,6 +50,7 @@ _MAX_IPC_DIR = 90
 # strong references: a kernel object dropped without shutdown() must still be killed at exit
 _live: set[SessionKernel] = set()
 _context: zmq.asyncio.Context | None = None
+SEND_TIMEOUT_MS = 1000
 
 
 def _zmq_context() -> zmq.asyncio.Context:
@@ -65,6 +66,9 @@ def _zmq_context() -> zmq.asyncio.Context:
         ctx.max_sockets = 1 << 16  # the default, 1023, would cap a pool at ~250 kernels
         ctx.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
         ctx.setsockopt(zmq.LINGER, 0)
+        # jupyter_client sends synchronously, and a socket whose connection is gone would block the send, and
+        # with it the pool's event loop, for ever: a send that cannot leave in this time raises zmq.Again.
+        ctx.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         _context = ctx
     return _context
 
@@ -289,7 +293,14 @@ class SessionKernel:
                 channels.reconnect(name)
         await _drain(kc)
         started = time.monotonic()
-        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        try:
+            msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        except zmq.Again:
+            # The shell's connection is gone without a report: the request never left, so sending it on a fresh
+            # socket cannot run the code twice.
+            logger.warning("the shell connection of %s was gone; reconnecting", self.data_dir)
+            channels.reconnect("shell")
+            msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         collector = Collector()
         deadline = started + max(float(timeout), 0.0)
         interrupted_at: float | None = None
