@@ -1,5 +1,6 @@
 # make demo   run the example notebooks on a local session pool; executed copies land in examples/output/
 # make test   ruff, then the whole pytest suite (slow and browser tests included)
+# make stress the local pool under load (a few minutes, not in CI); prints the table docs/reliability.md records
 # Works from a clean clone on Debian/Ubuntu with Python >= 3.10; as root it apt-installs what is missing.
 
 SHELL := /bin/bash
@@ -13,11 +14,12 @@ INSTALLED := $(VENV)/.aca-sessions-installed
 PYTEST_ARGS ?=
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
-.PHONY: help demo test lint clean distclean install pool-deps browser-deps
+.PHONY: help demo test stress lint clean distclean install pool-deps browser-deps
 
 help:
 	@echo "make demo       run examples/*.ipynb on the local session pool (outputs in examples/output/)"
 	@echo "make test       ruff + the whole test suite"
+	@echo "make stress     the local pool under load: sessions x cells, parallel uploads, ulimit -n 1024, memory"
 	@echo "make lint       ruff only"
 	@echo "make clean      remove build and test leftovers (keeps $(VENV)); make distclean also removes $(VENV)"
 
@@ -74,6 +76,10 @@ test: $(INSTALLED) pool-deps browser-deps lint
 	trap '$(BIN)/aca-sessions pool stop >/dev/null 2>&1 || true; rm -rf "$$ACA_LOCAL_POOL_DIR"' EXIT; \
 	echo "$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider $(PYTEST_ARGS)"; \
 	$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider $(PYTEST_ARGS)
+
+# Not part of `test`: minutes of load whose numbers depend on the machine. Pools are private and on loopback.
+stress: $(INSTALLED) pool-deps
+	$(BIN)/python tests/reliability/stress.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache examples/output artifacts

@@ -6,11 +6,12 @@ then the default below.
 
 from __future__ import annotations
 
+import logging
 import platform
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._exceptions import ConfigurationError
 from ._validation import validate_session_id
@@ -107,6 +108,40 @@ def public_endpoint(endpoint: str) -> str:
     except ValueError:  # shown in messages, so never raise: say nothing rather than too much
         return "<endpoint>"
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+
+
+# Query parameters the client itself sends: the rest came with the endpoint (a SAS signature, a key).
+_PUBLIC_QUERY = frozenset({"api-version", "identifier", "path", "recursive", "skip"})
+
+
+def public_url(url: object) -> str:
+    """A request URL for logs: no user-info, and the value of every query parameter the client does not send
+    itself (``sig=``, ``code=`` from the endpoint) replaced by ``***``."""
+    try:
+        parts = urlsplit(str(url))
+        query = [(k, v if k.lower() in _PUBLIC_QUERY else "***") for k, v in parse_qsl(parts.query, True)]
+    except ValueError:
+        return "<url>"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, urlencode(query, safe="*/"), ""))
+
+
+class RedactURLs(logging.Filter):
+    """Makes httpx's own log lines ("HTTP Request: GET <url> ...", INFO) show :func:`public_url` forms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any("://" in str(a) for a in record.args):
+            record.args = tuple(public_url(a) if "://" in str(a) else a for a in record.args)
+        return True
+
+
+def redact_http_logs() -> None:
+    """Install :class:`RedactURLs` on httpx's logger (once)."""
+    log = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactURLs) for f in log.filters):
+        log.addFilter(RedactURLs())
+
+
+redact_http_logs()
 
 
 def resolve_api_version(api_version: str | None, env: Mapping[str, str]) -> str:

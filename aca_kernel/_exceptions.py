@@ -144,13 +144,18 @@ def status_error(status: int, code: str | None, detail: str, *, op: str, target:
     elif status == 403:
         msg = (f"Permission denied ({tag}) during {op}: your identity needs the \"Azure ContainerApps Session "
                f"Executor\" role on the session pool {endpoint}.")
+    elif status == 404 and code == "SessionPoolMaxSessionsReached":
+        msg = (f"The session pool is full: it is at its session limit ({tag}), so session {session_id} cannot be "
+               f"created during {op}. Delete sessions you no longer use (or let them expire) and try again.")
     elif status == 404 and target:
         msg = f"{kind} {target!r} not found in session {session_id} ({tag})."
     elif status == 404:
         msg = (f"Not found ({tag}) during {op}: the endpoint {endpoint} or session {session_id} may be wrong, "
                f"or the pool is at its session limit.")
-    elif status == 413:
+    elif status == 413 and target:
         msg = f"The upload {target!r} was refused as too large ({tag}): the service accepts at most 128 MB."
+    elif status == 413:
+        msg = f"The {op} request was refused as too large ({tag}); send less data in one request."
     elif status == 429:
         msg = f"The service is throttling requests ({tag}) during {op}{again}; wait and try again."
     elif status == 400:

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["LocalPool", "LocalPoolError", "ensure_local_pool", "local_pool_status", "session_count", "state_dir",
-           "stop_local_pool"]
+__all__ = ["LocalPool", "LocalPoolError", "ensure_local_pool", "is_current", "local_pool_status", "session_count",
+           "state_dir", "stop_local_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ STATE_FILE = "aca-sessions-pool.json"
 LOCK_FILE = "aca-sessions-pool.lock"
 LOG_FILE = "aca-sessions-pool.log"
 OUT_FILE = "aca-sessions-pool.out"  # the emulator's stdout (endpoint and token), removed once read
-DATA_DIR = "aca-sessions-pool-data"
 # A pool-level call that needs no session identifier, so the health check never allocates a session kernel.
 _HEALTH_QUERY = "listSessions?api-version=2025-02-02-preview"
+# The background pool exits after this long without sessions or requests; the next command starts it again.
+IDLE_EXIT_SECONDS = 3600
 
 
 class LocalPoolError(RuntimeError):
@@ -142,14 +144,24 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def _process_exists(pid: int) -> bool:
+def _running(pid: int) -> bool:
+    """The process exists and has not exited: a zombie (exited, not yet reaped by a parent that is not us,
+    such as the kernel that started the pool) is not running."""
     _reap(pid)
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
+        return False  # gone, or someone else's process reusing the pid: not our pool
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _process_exists(pid: int) -> bool:
+    if not _running(pid):
         return False
-    except PermissionError:
-        return False  # someone else's process reusing the pid: not our pool
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:
@@ -198,25 +210,53 @@ def _pool_from_state(state: dict, *, started: bool, directory: Path) -> LocalPoo
                      sandboxed=state.get("sandboxed", True), ca_bundle=state.get("ca_bundle"))
 
 
-def _emulator_argv(data_dir: Path, tls: bool = False) -> list[str]:
+def _option(args: list[str], name: str) -> list[str]:
+    """Every value given to ``--name`` in ``args`` (``--name V`` and ``--name=V``)."""
+    values = [a.split("=", 1)[1] for a in args if a.startswith(name + "=")]
+    values += [args[i + 1] for i, a in enumerate(args[:-1]) if a == name]
+    return values
+
+
+def _emulator_argv(tls_dir: Path | None = None) -> list[str]:
     extra = shlex.split(os.environ.get("ACA_LOCAL_POOL_ARGS", ""))
     if any(a == "--token" or a.startswith("--token=") for a in extra):
         raise LocalPoolError("ACA_LOCAL_POOL_ARGS must not set --token: the local pool makes its own")
+    public = [h for h in _option(extra, "--host") if not _loopback(h)]
+    if public:
+        # The background pool's endpoint is only ever announced as loopback; a public bind would expose every
+        # session to the network while nothing the user reads says so.
+        raise LocalPoolError(
+            f"ACA_LOCAL_POOL_ARGS must not bind the background pool to {public[0]}: it runs your code for anyone "
+            f"who reaches it. Run `aca-sessions emulator --host {public[0]}` in the foreground to share a pool"
+        )
     # No --token: any local user can read a command line (ps). The emulator makes a random token and prints
-    # it on its stdout, which only this user can read (see _start).
+    # it on its stdout, which only this user can read (see _start). No --data-dir: the emulator's own temporary
+    # folder keeps the session files out of the user's home, whose path a session could otherwise read in
+    # /proc/self/mountinfo. ACA_LOCAL_POOL_ARGS comes last: it wins.
     argv = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
-            "--data-dir", str(data_dir), *extra]
-    if tls and "--tls" not in extra:
-        argv.append("--tls")
+            "--idle-exit", str(IDLE_EXIT_SECONDS), *extra]
+    if tls_dir is not None and "--tls" not in extra:
+        # its CA lives with the pool's state, so a restarted pool keeps the bundle its users already trust
+        argv += ["--tls", "--tls-dir", str(tls_dir)]
     if shutil.which("bwrap") is None and "--no-sandbox" not in extra:
         logger.warning("bubblewrap (bwrap) is not installed: the local pool runs sessions without a sandbox")
         argv.append("--no-sandbox")
     return argv
 
 
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _start(directory: Path, timeout: float, tls: bool = False) -> dict:
-    data_dir = directory / DATA_DIR
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = directory / LOG_FILE
     out_path = directory / OUT_FILE
     env = {k: v for k, v in os.environ.items() if k not in ("ACA_POOL_MANAGEMENT_ENDPOINT", "ACA_TOKEN")}
@@ -225,7 +265,7 @@ def _start(directory: Path, timeout: float, tls: bool = False) -> dict:
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         # Files, not pipes: the pool outlives us and must never write into a closed pipe.
-        argv = _emulator_argv(data_dir, tls)
+        argv = _emulator_argv(directory / "tls" if tls else None)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_fd, stderr=log_fd,
                                 env=env, cwd=directory, start_new_session=True)
     finally:
@@ -238,16 +278,22 @@ def _start(directory: Path, timeout: float, tls: bool = False) -> dict:
                 raise LocalPoolError(f"the local session pool exited with code {proc.returncode} during start-up; "
                                      f"see {log_path}")
             if time.monotonic() > deadline:
-                _terminate(proc.pid)
                 raise LocalPoolError(f"the local session pool did not start within {timeout:.0f} s; see {log_path}")
             time.sleep(0.05)
+    except BaseException:
+        # Whatever stopped the wait (a timeout, Ctrl-C in the first cell): a pool that no state file records
+        # would run on where `aca-sessions pool stop` cannot see it, next to the one the next call starts.
+        _stop_quickly(proc)
+        raise
     finally:
         # The token lives on only in the 0600 state file; the pool keeps writing to the unlinked file, if at all.
         with contextlib.suppress(FileNotFoundError):
             out_path.unlink()
     endpoint, token, ca_bundle = announced
-    # Keep the Popen from warning when it is garbage-collected while the detached pool runs on.
-    proc.returncode = 0
+    # Reap the pool when it exits while this process lives on (a kernel that started it): an unreaped pool
+    # would stay a zombie that looks alive to `aca-sessions pool stop`. The thread also keeps the Popen
+    # referenced, so it never warns about a child still running.
+    threading.Thread(target=proc.wait, name="aca-pool-reaper", daemon=True).start()
     state = {"pid": proc.pid, "endpoint": endpoint, "token": token, "session_id": str(uuid.uuid4()),
              "started_at": time.time(), "log_file": str(log_path), "sandboxed": "--no-sandbox" not in argv,
              "ca_bundle": ca_bundle}
@@ -299,6 +345,16 @@ def ensure_local_pool(*, timeout: float = 60, tls: bool = False) -> LocalPool:
         return _pool_from_state(state, started=True, directory=directory)
 
 
+def is_current(pool: LocalPool) -> bool:
+    """``pool`` is still this user's running local pool (no network call: the state file and the process).
+
+    False once it was stopped (``aca-sessions pool stop``), exited (``--idle-exit``), crashed, or was replaced
+    by a pool that another command started."""
+    state = _read_state(state_dir())
+    return (state is not None and int(state["pid"]) == pool.pid and state["endpoint"] == pool.endpoint
+            and _process_exists(pool.pid))
+
+
 def local_pool_status() -> LocalPool | None:
     """The running local pool, or None; never starts one."""
     directory = state_dir()
@@ -318,15 +374,29 @@ def session_count(pool: LocalPool) -> int | None:
         return None
 
 
+def _stop_quickly(proc: subprocess.Popen) -> None:
+    """End a pool that is still starting, and everything it started, without waiting long (Ctrl-C was pressed).
+
+    SIGTERM lets it remove its folders; a pool that has not yet installed its handlers dies of it at once and
+    leaves them to the next pool's reclaim."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # its own process group: session kernels it started go with it
+    with contextlib.suppress(subprocess.TimeoutExpired, KeyboardInterrupt):
+        proc.wait(timeout=5)
+
+
 def _terminate(pid: int, timeout: float = 20.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _reap(pid)
-        try:
-            os.kill(pid, 0)
-        except (ProcessLookupError, PermissionError):
+        if not _running(pid):
             return
         time.sleep(0.1)
     # The pool leads its own process group (start_new_session): take its session kernels with it.

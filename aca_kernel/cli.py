@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aca_kernel._config import ENV_ENDPOINT, ENV_SESSION_ID, ENV_TOKEN, public_endpoint
+from aca_kernel._config import ENV_ENDPOINT, ENV_SESSION_ID, public_endpoint
 from aca_kernel._localpool import LocalPoolError  # stdlib-only at import time
 
 if TYPE_CHECKING:
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
+ENV_LOCAL_POOL_DIR = "ACA_LOCAL_POOL_DIR"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
@@ -216,6 +217,11 @@ def lab_server_args(argv: Sequence[str]) -> list[str]:
     return [*argv, f'--ServerApp.tornado_settings={{"websocket_max_message_size": {LAB_WEBSOCKET_MAX_BYTES}}}']
 
 
+# `jupyter lab` options and subcommands that print something and exit, or manage Lab itself: no kernel runs.
+_LAB_NO_SERVER = {"-h", "--help", "--help-all", "--version", "build", "clean", "licenses", "path", "paths",
+                  "workspace", "workspaces", "extension", "list", "password", "stop"}
+
+
 def cmd_lab(argv: Sequence[str]) -> int:
     import importlib.util
     import subprocess
@@ -228,14 +234,13 @@ def cmd_lab(argv: Sequence[str]) -> int:
     env = dict(os.environ)
     if env.get(ENV_ENDPOINT):
         _note(f"JupyterLab kernels will use the session pool at {public_endpoint(env[ENV_ENDPOINT])}")
-    else:
+    elif not _LAB_NO_SERVER.intersection(argv):
         pool = _localpool.ensure_local_pool()  # a LocalPoolError becomes main()'s one-line error
         _note(f"{'started' if pool.started else 'using'} the local session pool at {pool.endpoint}")
-        if pool.ca_bundle is None:
-            env[ENV_ENDPOINT] = pool.endpoint
-            env[ENV_TOKEN] = pool.token  # to the kernels through the environment, never on a command line
-        # else (pool start --tls): the kernels find this pool themselves and trust its CA (LocalPool.verify),
-        # which an endpoint in the environment would not carry.
+        # The kernels find the pool themselves (the state directory, not a fixed endpoint), so they show the
+        # "running on the local session pool" note, follow the pool if it is restarted while Lab runs, and trust
+        # its CA when it serves HTTPS (LocalPool.verify).
+        env[ENV_LOCAL_POOL_DIR] = str(_localpool.state_dir())
     # Found already (wheel or `aca-sessions install`), or a private copy added to JUPYTER_PATH for Lab.
     ensure_kernelspec(env, _localpool.state_dir() / "aca-sessions-jupyter")
     cmd = [sys.executable, "-m", "jupyterlab", *lab_server_args(argv)]

@@ -74,16 +74,29 @@ class PoolProcess:
             self.proc.stdout.close()
 
 
-def start_pool(data_dir: Path, *args: str, timeout: float = 60.0) -> PoolProcess:
-    """Start ``python -m aca_kernel.emulator`` on a free loopback port and wait for its endpoint line."""
+def start_pool(data_dir: Path, *args: str, timeout: float = 60.0, open_files: tuple[int, int] | None = None,
+               env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()) -> PoolProcess:
+    """Start ``python -m aca_kernel.emulator`` on a free loopback port and wait for its endpoint line.
+
+    ``open_files`` (soft, hard) sets the process's RLIMIT_NOFILE before it starts (``ulimit -n``); ``wrap`` is a
+    command line that runs the emulator's (``sh -c '...; exec "$@"' sh``)."""
     token = "test-" + secrets.token_hex(8)
     cmd = [sys.executable, "-m", "aca_kernel.emulator", "--host", "127.0.0.1", "--port", "0",
            "--token", token, "--data-dir", str(data_dir), *args]
     if not HAVE_BWRAP and "--no-sandbox" not in args:
         cmd.append("--no-sandbox")
-    env = dict(os.environ)
+    cmd = [*wrap, *cmd]
+    env = dict(os.environ if env is None else env)
     env.pop("ACA_POOL_MANAGEMENT_ENDPOINT", None)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    preexec = None
+    if open_files is not None:
+        import resource
+
+        def preexec() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=preexec)
     lines: list[str] = []
     found: list[str] = []
     ready = threading.Event()
@@ -127,10 +140,10 @@ def make_pool(tmp_path: Path):
         pytest.skip("needs emulator-only settings")
     started: list[PoolProcess] = []
 
-    def factory(*args: str) -> PoolProcess:
+    def factory(*args: str, **options) -> PoolProcess:
         d = tmp_path / f"pool{len(started)}"
         d.mkdir()
-        p = start_pool(d, *args)
+        p = start_pool(d, *args, **options)
         started.append(p)
         return p
 

@@ -7,6 +7,7 @@ carries ``x-ms-request-id``; errors also carry ``x-ms-error-code``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
@@ -19,7 +20,7 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
 from .backend import Backend
@@ -31,11 +32,10 @@ __all__ = ["backend_of", "create_app"]
 logger = logging.getLogger("aca_kernel.emulator")
 
 _POOL_PREFIX = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/sessionPools/(?P<pool>[^/]+)(?P<rest>/.*)?$",
-    re.IGNORECASE,
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/sessionPools/(?P<pool>[^/]+)(?P<rest>/.*)?",
+    re.IGNORECASE | re.DOTALL,
 )
 DEFAULT_POOL = "default"
-_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 def backend_of(request: Request) -> Backend:
@@ -44,7 +44,7 @@ def backend_of(request: Request) -> Backend:
 
 def _split_pool(path: str) -> tuple[str, str, str]:
     """(pool key, operation path, endpoint path prefix) for a request path."""
-    found = _POOL_PREFIX.match(path)
+    found = _POOL_PREFIX.fullmatch(path)
     if found is None:
         return DEFAULT_POOL, path, ""
     rest = found.group("rest") or ""
@@ -121,28 +121,81 @@ async def _dispatch(request: Request) -> Response:
 async def _handle(request: Request) -> Response:
     request_id = str(uuid.uuid4())
     started = time.monotonic()
+    backend_of(request).last_request = started
     try:
-        response = await _dispatch(request)
+        if request.scope["path"] == "/openapi.json" and request.method in ("GET", "HEAD"):
+            response: Response = _openapi(request)
+        else:
+            response = await _dispatch(request)
     except errors.ServiceError as exc:
-        response = JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+        response = _error_response(exc)
     except ClientDisconnect:
         logger.info("%s %s: client disconnected", request.method, request.scope["path"])
         response = Response(status_code=499)
     except Exception as exc:
         logger.exception("%s %s failed inside the local pool", request.method, request.scope["path"])
-        err = errors.InternalError(f"The local session pool failed: {type(exc).__name__}: {exc}")
-        response = JSONResponse(err.body(), status_code=err.status, headers=err.headers())
+        response = _error_response(errors.InternalError(f"The local session pool failed: {type(exc).__name__}: {exc}"))
     response.headers["x-ms-request-id"] = request_id
     logger.info("%s %s -> %d (%.0f ms)", request.method, request.scope["path"], response.status_code,
                 (time.monotonic() - started) * 1000)
     return response
 
 
-async def _openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+def _openapi(request: Request) -> Response:
+    """The API description (no token needed: it holds no data); ``?api-version=V`` for exactly that version."""
+    version = query_value(_query(request), "api-version")
+    if version is not None and version not in API_VERSIONS:
+        raise errors.SessionRequestValidationFailed(
+            f"api-version {version!r} is not supported; use one of {', '.join(API_VERSIONS)}.", target="api-version")
+    return JSONResponse(openapi_document(version))
 
 
-def create_app(backend: Backend, token: str) -> Starlette:
+def _error_response(exc: errors.ServiceError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
+async def _serve(scope: Scope, receive: Receive, send: Send) -> None:
+    """Every path goes through _handle, so the token is checked first and every answer has the service's shape
+    (a Starlette route would answer a path holding a newline with a plain-text 404 of its own)."""
+    response = await _handle(Request(scope, receive))
+    await response(scope, receive, send)
+
+
+class _ErrorsAsJSON:
+    """The last line of defence: whatever escapes the app (a cancelled request at shutdown included) is answered
+    in the service's JSON error shape, never with the server's plain-text 500."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+        self.state = app.state  # as on the Starlette app it wraps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except BaseException as exc:
+            if not started:
+                err: errors.ServiceError = (
+                    errors.ShuttingDown("The local session pool is stopping; the request was not completed.")
+                    if isinstance(exc, asyncio.CancelledError) else
+                    errors.InternalError(f"The local session pool failed: {type(exc).__name__}: {exc}"))
+                with contextlib.suppress(Exception):
+                    await _error_response(err)(scope, receive, send)
+            if not isinstance(exc, Exception):
+                raise  # cancellation and exit requests go on as they came
+            logger.error("%s %s failed inside the local pool", scope.get("method"), scope.get("path"), exc_info=exc)
+
+
+def create_app(backend: Backend, token: str) -> ASGIApp:
     """The ASGI app serving ``backend``; every data-plane call must carry ``Bearer <token>``."""
 
     @contextlib.asynccontextmanager
@@ -153,13 +206,8 @@ def create_app(backend: Backend, token: str) -> Starlette:
         finally:
             await backend.close()
 
-    app = Starlette(
-        routes=[
-            Route("/openapi.json", _openapi, methods=["GET"]),
-            Route("/{path:path}", _handle, methods=_METHODS),
-        ],
-        lifespan=lifespan,
-    )
+    app = Starlette(routes=[], lifespan=lifespan)
+    app.router.default = _serve
     app.state.backend = backend
     app.state.token = token
-    return app
+    return _ErrorsAsJSON(app)

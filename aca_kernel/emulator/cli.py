@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -76,7 +75,13 @@ def build_parser(prog: str = "aca-sessions emulator") -> argparse.ArgumentParser
     p.add_argument("--cooldown", type=_positive(float), default=300.0,
                    help="seconds a session may stay idle before it is destroyed (default: 300)")
     p.add_argument("--max-sessions", type=_positive(int), default=100,
-                   help="live sessions per pool; more are answered 404 (default: 100)")
+                   help="live sessions per pool name; more are answered 404 (default: 100)")
+    p.add_argument("--max-total-sessions", type=_positive(int), default=None,
+                   help="live sessions of the whole process, all pool names together (default: the larger of "
+                        "--max-sessions and 100); the open-file limit may allow fewer")
+    p.add_argument("--idle-exit", type=_positive(float), default=None, metavar="SECONDS",
+                   help="exit after SECONDS with no session and no request (default: never; the background "
+                        "pool of `aca-sessions pool` gets 3600)")
     p.add_argument("--ready", type=_non_negative_int, default=2,
                    help="kernels kept started ahead for new sessions (default: 2)")
     p.add_argument("--timeout", type=_positive(float), default=220.0,
@@ -100,6 +105,9 @@ def build_parser(prog: str = "aca-sessions emulator") -> argparse.ArgumentParser
                      help="serve HTTPS with this certificate (chain) instead; implies --tls")
     tls.add_argument("--keyfile", type=Path, metavar="PEM",
                      help="the private key of --certfile (default: in the --certfile file)")
+    tls.add_argument("--tls-dir", type=Path, metavar="DIR",
+                     help="where --tls keeps its CA and certificate (default: DATA_DIR/tls); a pool started again "
+                          "with the same folder keeps the CA its clients trust")
     return p
 
 
@@ -139,7 +147,7 @@ def _tls_files(args: argparse.Namespace, data_dir: Path) -> Any:
     if args.certfile is not None:
         files = TLSFiles(args.certfile.absolute(), args.keyfile.absolute() if args.keyfile else None, None)
     elif args.tls:
-        files = ensure_certificates(data_dir)
+        files = ensure_certificates(args.tls_dir.absolute() if args.tls_dir else data_dir / "tls")
     else:
         return None
     server_context(files.certfile, files.keyfile)  # fails here, with a clear line, not inside uvicorn
@@ -199,7 +207,11 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
 
     from .app import create_app
     from .backend import Backend, PoolSettings
+    from .limits import raise_open_file_limit
     from .runtime import SandboxConfig, SessionKernel, check_sandbox
+    from .tree import remove_tree
+
+    raise_open_file_limit()
 
     memory = None if args.memory.strip().lower() in ("none", "0", "") else args.memory
     config = SandboxConfig(enabled=not args.no_sandbox, memory=memory, python=args.python)
@@ -239,11 +251,13 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
         print(f"{prog}: {exc}", file=sys.stderr)
         sock.close()
         if own_data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            remove_tree(data_dir)
         return 2
     token = args.token or secrets.token_urlsafe(24)
     settings = PoolSettings(data_dir=data_dir, cooldown=args.cooldown, max_sessions=args.max_sessions,
                             ready=args.ready, timeout=args.timeout, python=args.python,
+                            max_total_sessions=args.max_total_sessions or max(args.max_sessions, 100),
+                            idle_exit=args.idle_exit, own_data_dir=own_data_dir,
                             serialize_files=args.serialize_files)
     backend = Backend(settings, lambda data, run: SessionKernel(data, run, config))
     app = create_app(backend, token)
@@ -263,5 +277,5 @@ def main(argv: list[str] | None = None, prog: str = "aca-sessions emulator") -> 
     finally:
         sock.close()
         if own_data_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
+            remove_tree(data_dir)
     return 0

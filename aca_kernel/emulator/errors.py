@@ -14,13 +14,16 @@ from typing import Any, ClassVar
 __all__ = [
     "ExecutionNotFound",
     "FileNotFound",
+    "InsufficientStorage",
     "InternalError",
     "RequestTooLarge",
     "ServiceError",
+    "ServiceUnavailable",
     "SessionLimitReached",
     "SessionPropertiesMissing",
     "SessionRequestNotSupported",
     "SessionRequestValidationFailed",
+    "ShuttingDown",
     "Unauthorized",
 ]
 
@@ -103,6 +106,28 @@ class RequestTooLarge(ServiceError):
 
     status = 413
     code = "RequestEntityTooLarge"
+
+
+class InsufficientStorage(ServiceError):
+    """507: the disk holding the pool's sessions is full (the emulator's choice: not the caller's fault, and
+    not the pool's bug that a 500 would suggest)."""
+
+    status = 507
+    code = "InsufficientStorage"
+
+
+class ServiceUnavailable(ServiceError):
+    """503: the pool cannot take this now (short of descriptors); the request may be sent again later."""
+
+    status = 503
+    code = "ServiceUnavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Retry-After": "5"}
+
+
+class ShuttingDown(ServiceUnavailable):
+    """503: the pool is stopping; nothing new is started."""
 
 
 class InternalError(ServiceError):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import mimetypes
 import os
-import shutil
+import secrets
 import stat as statmod
 import tempfile
 from collections.abc import Iterator
@@ -21,11 +22,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from . import errors
+from .tree import disk_name, remove_tree, walk
 
-__all__ = ["MAX_UPLOAD_BYTES", "FileEntry", "SessionFiles", "Upload", "normalize_name"]
+logger = logging.getLogger("aca_kernel.emulator")
+
+__all__ = ["MAX_UPLOAD_BYTES", "FileEntry", "SessionFiles", "Upload", "normalize_name", "storage_error"]
 
 MAX_UPLOAD_BYTES = 128 * 1024 * 1024
 MOUNT = "/mnt/data"
+# Linux's NAME_MAX: one path segment, in bytes
+MAX_NAME_BYTES = 255
 
 
 @dataclass(frozen=True)
@@ -79,8 +85,27 @@ def normalize_name(name: str | None, path: str | None = None, *, target: str = "
                     f"The {what} {piece!r} contains '..'; files can only be addressed inside /mnt/data.",
                     target=what,
                 )
+            if len(seg.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+                raise errors.SessionRequestValidationFailed(
+                    f"The {what} has a name of {len(seg.encode('utf-8', 'surrogateescape'))} bytes "
+                    f"({seg[:40]!r}...); a file or directory name can have at most {MAX_NAME_BYTES} bytes.",
+                    target=what,
+                )
             parts.append(seg)
     return "/".join(parts)
+
+
+def storage_error(exc: OSError, what: str) -> errors.ServiceError | None:
+    """The service error for a failed write or read of the local disk, or None when it is not one of those."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return errors.InsufficientStorage(
+            f"The local session pool's disk is full: {what} could not be stored. Free space on the disk that holds "
+            "the pool's --data-dir (or delete files in the session) and try again.", target="file",
+        )
+    if exc.errno == errno.ENAMETOOLONG:
+        return errors.SessionRequestValidationFailed(f"The path of {what} is too long for the disk.",
+                                                     target="filename")
+    return None
 
 
 def _content_type(name: str) -> str:
@@ -101,9 +126,10 @@ def _entry(relpath: str, st: os.stat_result, is_dir: bool) -> FileEntry:
 class SessionFiles:
     """The directory that a session sees as /mnt/data."""
 
-    def __init__(self, root: Path, staging: Path) -> None:
+    def __init__(self, root: Path, staging: Path, trash: Path | None = None) -> None:
         self.root = root
         self._staging = staging
+        self._trash = trash
 
     def _real_root(self) -> str:
         return os.path.realpath(self.root)
@@ -111,6 +137,8 @@ class SessionFiles:
     def _resolve(self, rel: str, *, follow_last: bool = True) -> str:
         """The host path for ``rel``, refusing anything whose real path is outside the session root."""
         root = self._real_root()
+        if "%" in rel:
+            rel = self._on_disk(root, rel)
         host = os.path.join(root, rel) if rel else root
         if follow_last:
             real = os.path.realpath(host)
@@ -120,6 +148,14 @@ class SessionFiles:
         if real != root and not real.startswith(root + os.sep):
             raise self._outside(rel)
         return real
+
+    @staticmethod
+    def _on_disk(root: str, rel: str) -> str:
+        """``rel`` with each segment that a listing showed escaped (a name that is not UTF-8) mapped back."""
+        parts: list[str] = []
+        for seg in rel.split("/"):
+            parts.append(disk_name(os.path.join(root, *parts), seg))
+        return "/".join(parts)
 
     def _outside(self, rel: str) -> errors.SessionRequestValidationFailed:
         return errors.SessionRequestValidationFailed(
@@ -159,41 +195,24 @@ class SessionFiles:
             )
         out: list[FileEntry] = []
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # vanished meanwhile: nothing to show
-            self._walk(self._open_dir(host, rel), rel, recursive, out, files_only=False)
+            self._list(self._open_dir(host, rel), rel, recursive, out, files_only=False)
         return out
 
     def list_all_files(self) -> list[FileEntry]:
         """Every regular file under /mnt/data, recursively, with paths relative to it (the v1 listing)."""
         out: list[FileEntry] = []
         with contextlib.suppress(FileNotFoundError):  # the session was deleted meanwhile
-            self._walk(self._open_dir(self._real_root(), ""), "", True, out, files_only=True)
+            self._list(self._open_dir(self._real_root(), ""), "", True, out, files_only=True)
         return out
 
-    def _walk(self, fd: int, rel: str, recursive: bool, out: list[FileEntry], *, files_only: bool) -> None:
-        """List the directory open as ``fd`` (closed here); subdirectories are opened without following links."""
-        try:
-            with os.scandir(fd) as it:
-                entries = sorted(it, key=lambda e: e.name)
-            for e in entries:
-                erel = f"{rel}/{e.name}" if rel else e.name
-                try:
-                    # Symlinks are not followed: a link out of /mnt/data must not reveal what it points at.
-                    is_dir = e.is_dir(follow_symlinks=False)
-                    st = e.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if not (files_only and is_dir):
-                    out.append(_entry(erel, st, is_dir))
-                if is_dir and recursive:
-                    try:
-                        child = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-                    except OSError:
-                        continue  # vanished, or swapped for a symlink, while listing
-                    self._walk(child, erel, recursive, out, files_only=files_only)
-        except OSError:
-            pass  # a directory that vanished or is unreadable while listing: nothing (more) to show
-        finally:
-            os.close(fd)
+    @staticmethod
+    def _list(fd: int, rel: str, recursive: bool, out: list[FileEntry], *, files_only: bool) -> None:
+        """Entries under the directory open as ``fd`` (closed by the walk), at any depth, names shown escaped
+        when they are not UTF-8."""
+        for parents, name, is_dir, st in walk(fd, recursive):
+            if files_only and is_dir:
+                continue
+            out.append(_entry("/".join([rel, *parents, name] if rel else [*parents, name]), st, is_dir))
 
     def open_download(self, rel: str) -> tuple[BinaryIO, int]:
         """A regular file opened for streaming back, and its size."""
@@ -211,15 +230,11 @@ class SessionFiles:
             if exc.errno == errno.ELOOP:  # the file itself became a symlink after the check
                 raise self._outside(rel) from None
             raise
-        f = os.fdopen(fd, "rb")
         st = os.fstat(fd)
-        if statmod.S_ISDIR(st.st_mode):
-            f.close()
-            raise self._not_a_file(rel)
         if not statmod.S_ISREG(st.st_mode):
-            f.close()
-            raise self._missing(rel)
-        return f, st.st_size
+            os.close(fd)
+            raise self._not_a_file(rel) if statmod.S_ISDIR(st.st_mode) else self._missing(rel)
+        return os.fdopen(fd, "rb"), st.st_size
 
     def delete(self, rel: str) -> None:
         """Delete a file, a symlink, or a directory with everything in it."""
@@ -227,14 +242,31 @@ class SessionFiles:
             raise errors.SessionRequestValidationFailed("A file name is required; /mnt/data itself cannot be "
                                                         "deleted (delete the session instead).", target="filename")
         host = self._resolve(rel, follow_last=False)
+        doomed: str | None = None
         try:
             with self._in_parent(host, rel) as (parent_fd, name):
-                if statmod.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
-                    shutil.rmtree(name, dir_fd=parent_fd)  # fd-based: does not follow links inside either
-                else:
+                if not statmod.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
                     os.unlink(name, dir_fd=parent_fd)
+                elif (doomed := self._to_trash(parent_fd, name)) is None:
+                    remove_tree(f"/proc/self/fd/{parent_fd}/{name}")
         except (FileNotFoundError, NotADirectoryError):
             raise self._missing(rel) from None
+        if doomed is not None:
+            remove_tree(doomed)  # callers run delete() in a worker thread: a big tree takes a while
+
+    def _to_trash(self, parent_fd: int, name: str) -> str | None:
+        """Move a directory out of the session at once, so its code cannot refill it; its new path, or None
+        where there is no trash on the same disk."""
+        if self._trash is None:
+            return None
+        target = self._trash / f"rm-{secrets.token_hex(8)}"
+        try:
+            os.rename(name, target, src_dir_fd=parent_fd)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            return None
+        return str(target)
 
     def open_upload(self, rel: str, limit: int = MAX_UPLOAD_BYTES) -> Upload:
         if not rel:
@@ -263,7 +295,7 @@ class SessionFiles:
                 f"A parent of /mnt/data/{rel} is a file, not a directory.", target="filename"
             ) from None
         except OSError as exc:
-            raise errors.SessionRequestValidationFailed(
+            raise storage_error(exc, f"/mnt/data/{rel}") or errors.SessionRequestValidationFailed(
                 f"Cannot store /mnt/data/{rel}: {exc.strerror}.", target="filename"
             ) from None
         return self.stat(rel)
@@ -313,7 +345,10 @@ class SessionFiles:
         self.remove()
 
     def remove(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            remove_tree(self.root)
+        except OSError as exc:
+            logger.warning("could not remove the session directory %s: %s", self.root, exc)
 
 
 class Upload:
@@ -338,6 +373,10 @@ class Upload:
             return
         self._fh.write(data)
 
+    def close(self) -> None:
+        """The part is complete: its descriptor is released (a request with many parts holds one at a time)."""
+        self._fh.close()
+
     def commit(self, files: SessionFiles | None = None) -> FileEntry:
         """Move the file into place in ``files`` (the session's current directory: it may have changed
         while the upload ran, when the session claimed a pre-started kernel)."""
@@ -349,6 +388,7 @@ class Upload:
 
     def discard(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a full disk fails the flush: the file goes anyway
+                self._fh.close()
         if os.path.exists(self._tmp):
             os.unlink(self._tmp)

@@ -10,8 +10,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +59,9 @@ class KernelSupply:
         self._wakeup: asyncio.Event | None = None
         self._closed = False
 
-    def start(self) -> None:
-        # Short on purpose: kernel sockets are <run>/<n>/ipc/k-5 and a socket path must stay under 107 bytes.
-        self._run_root = Path(tempfile.mkdtemp(prefix="aca-", dir="/tmp" if Path("/tmp").is_dir() else None))
+    def start(self, run_root: Path) -> None:
+        """``run_root`` (short: kernel socket paths must stay under 107 bytes) holds one folder per kernel."""
+        self._run_root = run_root
         self._wakeup = asyncio.Event()
 
     def new_kernel(self, files: SessionFiles) -> KernelLike:
@@ -129,10 +127,6 @@ class KernelSupply:
         warm, self._warm = self._warm, []
         await asyncio.gather(*(self.discard(w) for w in warm), return_exceptions=True)
         return len(warm)
-
-    def remove_run_root(self) -> None:
-        if self._run_root is not None:
-            shutil.rmtree(self._run_root, ignore_errors=True)
 
 
 _PROBE = (

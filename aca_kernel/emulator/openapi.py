@@ -1,7 +1,11 @@
-"""The OpenAPI 3.0 document served at ``/openapi.json``, built from the route table so it cannot drift.
+"""The OpenAPI 3.0 documents served at ``/openapi.json``, built from the route table so they cannot drift.
 
-One operation per path and method; when a path exists in several api-versions with different shapes, the
-description says which version answers with which schema.
+``/openapi.json?api-version=V`` describes exactly what api-version ``V`` serves: its paths, their parameters and
+their reply schemas. Plain ``/openapi.json`` is the union of all versions (OpenAPI has one operation per path
+and method, so where versions differ its descriptions say which version does what).
+
+One thing no document can say: a method a path does not have is answered 400 SessionRequestValidationFailed
+(target ``method``), as the service does, not 405.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ from typing import Any
 __all__ = ["openapi_document"]
 
 _REF = "#/components/schemas/"
+# A name or directory relative to /mnt/data (or under /mnt/data/): segments of 1-63 characters other than "/"
+# and NUL, none of them "..". The pool takes longer names (up to 255 bytes a segment); 63 characters keep any
+# generated name under that whatever its encoding.
+_SEGMENT = r"(?:[^/\u0000.][^/\u0000]{0,62}|\.[^/\u0000.][^/\u0000]{0,61}|\.\.[^/\u0000]{1,61}|\.)"
+_PATH = {"type": "string", "pattern": rf"^(?:/mnt/data(?:/+|$))?(?:{_SEGMENT}(?:/+{_SEGMENT})*/*)?$"}
+# In the URL path a file name is one segment (a name in a subdirectory comes as a%2Fb, which the pool also takes)
+_NAME = {"type": "string", "pattern": rf"^{_SEGMENT}$"}
 
 
 def _schemas() -> dict[str, Any]:
     string, integer = {"type": "string"}, {"type": "integer"}
     any_value = {"description": "JSON value of the last expression, or an image object", "nullable": True}
     timestamp = {"type": "string", "format": "date-time"}
+    timeout = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "nullable": True,
+               "description": "seconds; honoured when lower than the pool's --timeout; null means none"}
     return {
         "Error": {
             "type": "object", "required": ["error"],
@@ -27,9 +40,9 @@ def _schemas() -> dict[str, Any]:
             "type": {"type": "string", "enum": ["image"]}, "format": string, "base64_data": string}},
         "V1ExecuteRequest": {"type": "object", "required": ["properties"], "properties": {"properties": {
             "type": "object", "required": ["code"], "properties": {
-                "codeInputType": {"type": "string", "enum": ["inline"]},
-                "executionType": {"type": "string", "enum": ["synchronous"]},
-                "code": string, "timeoutInSeconds": integer}}}},
+                "codeInputType": {"type": "string", "enum": ["inline", "Inline", None], "nullable": True},
+                "executionType": {"type": "string", "enum": ["synchronous", "Synchronous", None], "nullable": True},
+                "code": string, "timeoutInSeconds": timeout}}}},
         "V1ExecuteResponse": {"type": "object", "properties": {"$id": string, "properties": {
             "type": "object", "properties": {
                 "$id": string, "status": {"type": "string", "enum": ["Success", "Failure"]},
@@ -39,10 +52,11 @@ def _schemas() -> dict[str, Any]:
             "type": "object", "properties": {"$id": string, "properties": {"type": "object", "properties": {
                 "$id": string, "filename": string, "size": integer, "lastModifiedTime": timestamp}}}}}}},
         "ExecutionRequest": {"type": "object", "required": ["code"], "properties": {
-            "codeInputType": {"type": "string", "enum": ["Inline"]},
-            "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous"]},
-            "code": string, "timeoutInSeconds": integer,
-            "outputStreamsMaxLength": {"type": "integer", "minimum": 1, "default": 4096,
+            "codeInputType": {"type": "string", "enum": ["Inline", "inline", None], "nullable": True},
+            "executionType": {"type": "string", "enum": ["Synchronous", "Asynchronous", "synchronous",
+                                                         "asynchronous", None], "nullable": True},
+            "code": string, "timeoutInSeconds": timeout,
+            "outputStreamsMaxLength": {"type": "integer", "minimum": 1, "default": 4096, "nullable": True,
                                        "description": "result.stdout and result.stderr are cut to this many "
                                                       "characters"}}},
         "Execution": {"type": "object", "required": ["id", "identifier", "executionType", "status"], "properties": {
@@ -101,26 +115,32 @@ def _content(schema: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": _REF + schema}}}
 
 
-def _operation(method: str, path: str, routes: list[Any]) -> dict[str, Any]:
-    versions = sorted({v for r in routes for v in r.versions})
+def _operation(method: str, path: str, routes: list[Any], only: str | None) -> dict[str, Any]:
+    """The operation for ``method path``; ``only``: as api-version ``only`` serves it, else for all versions."""
+    from .routes import IDENTIFIER_RE, V1, V2_2410, V2_2510
+
+    versions = [only] if only else sorted({v for r in routes for v in r.versions})
     first = routes[0]
     params: list[dict[str, Any]] = [
         {"name": "api-version", "in": "query", "required": True, "schema": {"type": "string", "enum": versions}},
     ]
     if first.identifier:
         params.append({"name": "identifier", "in": "query", "required": True,
-                       "schema": {"type": "string", "minLength": 1, "maxLength": 256}})
+                       "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                                  "pattern": IDENTIFIER_RE.pattern}})
     for name in ("filename", "executionId"):
         if "{" + name + "}" in path:
-            params.append({"name": name, "in": "path", "required": True, "schema": {"type": "string"}})
-    if path.startswith("files") and "2024-02-02-preview" not in versions:
-        params.append({"name": "path", "in": "query", "required": False, "schema": {"type": "string"},
+            params.append({"name": name, "in": "path", "required": True,
+                           "schema": _NAME if name == "filename" else {"type": "string"}})
+    if path.startswith("files") and V1 not in versions:
+        params.append({"name": "path", "in": "query", "required": False, "schema": _PATH,
                        "description": "Directory under /mnt/data (a leading /mnt/data is accepted)"})
-    if (method, path) == ("GET", "files") and "2025-10-02-preview" in versions:
+    if (method, path) == ("GET", "files") and V2_2510 in versions:
         params.append({"name": "recursive", "in": "query", "required": False, "schema": {"type": "boolean"},
-                       "description": "2025-10-02-preview only"})
+                       "description": f"{V2_2510} only (earlier versions answer 400)"})
     if path == "listSessions":
-        params.append({"name": "skip", "in": "query", "required": False, "schema": {"type": "integer"}})
+        params.append({"name": "skip", "in": "query", "required": False,
+                       "schema": {"type": "integer", "minimum": 0}})
     body, status, schema = _SHAPES[(method, path)]
     responses: dict[str, Any] = {
         "400": {"description": "SessionRequestValidationFailed / SessionPropertiesMissing",
@@ -128,19 +148,27 @@ def _operation(method: str, path: str, routes: list[Any]) -> dict[str, Any]:
         "401": {"description": "Missing or wrong bearer token", "content": _content("Error")},
         "404": {"description": "Not found, not supported in this api-version, or pool at max sessions",
                 "content": _content("Error")},
+        "default": {"description": "Any other error (413 too large, 503 stopping or short of descriptors, 507 disk "
+                                   "full, 500 a failure of the pool itself)", "content": _content("Error")},
     }
     description = "api-versions: " + ", ".join(versions) + "."
     if (method, path) == ("GET", "files"):
-        responses[status] = {"description": "2024-02-02-preview: V1FileList (every file, recursive); "
-                             "later: FileList", "content": {"application/json": {"schema": {"oneOf": [
-                                 {"$ref": _REF + "V1FileList"}, {"$ref": _REF + "FileList"}]}}}}
+        if only:
+            responses[status] = {"description": "OK", "content": _content("V1FileList" if only == V1 else "FileList")}
+        else:
+            responses[status] = {"description": "2024-02-02-preview: V1FileList (every file, recursive); "
+                                 "later: FileList", "content": {"application/json": {"schema": {"anyOf": [
+                                     {"$ref": _REF + "V1FileList"}, {"$ref": _REF + "FileList"}]}}}}
     elif status == "204":
         responses[status] = {"description": "Deleted"}
     else:
         responses[status] = {"description": "OK", "content": _content(schema)}
-    if path == "executions":
-        responses["202"] = {"description": "2024-10-02-preview answers 202 (later versions 200); headers "
-                            "operation-id and Operation-Location", "content": _content("Execution")}
+    if path == "executions" and (only is None or only == V2_2410):
+        accepted = {"description": "2024-10-02-preview answers 202 (later versions 200); headers "
+                    "operation-id and Operation-Location", "content": _content("Execution")}
+        if only == V2_2410:
+            del responses[status]
+        responses["202"] = accepted
     if body == "multipart":
         responses["413"] = {"description": "File over 128 MB", "content": _content("Error")}
     op: dict[str, Any] = {
@@ -155,24 +183,28 @@ def _operation(method: str, path: str, routes: list[Any]) -> dict[str, Any]:
     return op
 
 
-def openapi_document() -> dict[str, Any]:
-    """Every path and method the local pool implements, per api-version."""
+def openapi_document(api_version: str | None = None) -> dict[str, Any]:
+    """Every path and method the local pool implements: for ``api_version`` alone, or for all versions."""
     from .routes import ROUTES
 
     grouped: dict[tuple[str, str], list[Any]] = {}
     for route in ROUTES:
-        grouped.setdefault((route.method, route.path), []).append(route)
+        if api_version is None or api_version in route.versions:
+            grouped.setdefault((route.method, route.path), []).append(route)
     paths: dict[str, dict[str, Any]] = {}
     for (method, path), routes in grouped.items():
-        paths.setdefault("/" + path, {})[method.lower()] = _operation(method, path, routes)
+        paths.setdefault("/" + path, {})[method.lower()] = _operation(method, path, routes, api_version)
     return {
         "openapi": "3.0.3",
         "info": {
             "title": "aca-sessions local session pool",
-            "version": "2025-10-02-preview",
+            "version": api_version or "2025-10-02-preview",
             "description": "The Azure Container Apps dynamic sessions data plane (code-interpreter pools) as "
                            "served by `aca-sessions emulator`. The same paths are served under "
-                           "/subscriptions/{s}/resourceGroups/{rg}/sessionPools/{pool}/ (one pool per name).",
+                           "/subscriptions/{s}/resourceGroups/{rg}/sessionPools/{pool}/ (one pool per name). "
+                           + ("" if api_version else "Exact per-version documents: /openapi.json?api-version=V. ")
+                           + "A method a path does not have is answered 400 SessionRequestValidationFailed "
+                           "(target: method), as the service does, not 405.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],

@@ -11,14 +11,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ABORTED_MESSAGE", "TIMEOUT_MESSAGE", "VALUE_MIME", "Collector", "ExecOutcome", "format_error",
-           "strip_ansi"]
+from .limits import MAX_MESSAGE_BYTES, MAX_STREAM_CHARS, human_size
+
+__all__ = ["ABORTED_MESSAGE", "DROPPED_NOTE", "TIMEOUT_MESSAGE", "VALUE_MIME", "Collector", "ExecOutcome",
+           "format_error", "strip_ansi"]
 
 VALUE_MIME = "application/vnd.aca.value+json"
 TIMEOUT_MESSAGE = "Request timed out waiting for code execution to complete"
 ABORTED_MESSAGE = "Execution aborted"
-# per stream: past this, further output of the cell is dropped rather than buffered without bound
-MAX_STREAM_CHARS = 32 << 20
+DROPPED_NOTE = (f"[the local session pool dropped output of this execution: one output or value was over its "
+                f"{human_size(MAX_MESSAGE_BYTES)} message limit; write large results to a file in /mnt/data and "
+                f"download it]\n")
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
@@ -60,9 +63,8 @@ class Collector:
             return
         if kind == "stream":
             name, text = content.get("name"), content.get("text")
-            if name in ("stdout", "stderr") and isinstance(text, str) and self.sizes[name] < MAX_STREAM_CHARS:
-                self.sizes[name] += len(text)
-                (self.out if name == "stdout" else self.err).append(text)
+            if name in ("stdout", "stderr") and isinstance(text, str):
+                self._stream(name, text)
         elif kind == "execute_result":
             data = _dict(content.get("data"))
             typed = data.get(VALUE_MIME)
@@ -81,8 +83,34 @@ class Collector:
         elif kind == "status" and content.get("execution_state") == "idle":
             self.idle = True
 
+    def _stream(self, name: str, text: str) -> None:
+        # Past MAX_STREAM_CHARS the rest of the stream is dropped, not buffered without bound; a note says so.
+        room = MAX_STREAM_CHARS - self.sizes[name]
+        if room <= 0:
+            return
+        if len(text) > room:
+            text = text[:room] + f"\n[{name} cut by the local session pool at {MAX_STREAM_CHARS:,} characters]\n"
+            self.sizes[name] = MAX_STREAM_CHARS
+        else:
+            self.sizes[name] += len(text)
+        (self.out if name == "stdout" else self.err).append(text)
+
     def stdout(self) -> str:
         return "".join(self.out)
+
+    def outcome_without_idle(self, elapsed_ms: int, reply: dict[str, Any] | None, note: str) -> ExecOutcome:
+        """The outcome when some messages were lost: the execute_reply, if it came, says how the code ended."""
+        if self.error is None and reply is not None and reply.get("status") == "error":
+            self.error = reply
+        if self.error is None and reply is None:
+            # Neither the error nor the reply arrived: whether the code raised is unknown, so it is not
+            # reported as a success.
+            self.error = {"ename": "Error", "evalue": "", "traceback": [
+                "The code ended, but whether it raised an exception cannot be told: its error and its reply were "
+                "both lost."]}
+        outcome = self.outcome(elapsed_ms)
+        outcome.stderr += note
+        return outcome
 
     def outcome(self, elapsed_ms: int) -> ExecOutcome:
         stderr = "".join(self.err)

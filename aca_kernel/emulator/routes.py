@@ -7,6 +7,8 @@ matched per api-version: 2024-02-02-preview has the "v1" paths and envelopes (``
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from . import errors
 from .backend import Execution, Session, SessionPool
 from .files import FileEntry, normalize_name
+from .limits import MAX_JSON_BODY_BYTES, human_size
 from .uploads import receive_files
 
 __all__ = ["API_VERSIONS", "IDENTIFIER_RE", "ROUTES", "V1", "Call", "Route", "match", "query_value"]
@@ -83,7 +86,7 @@ class Route:
     @property
     def regex(self) -> re.Pattern[str]:
         pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>.+)", re.escape(self.path).replace(r"\{", "{").replace(r"\}", "}"))
-        return re.compile(f"^{pattern}$")
+        return re.compile(pattern, re.DOTALL)  # a file name may hold a newline
 
 
 # -- serialisation ---------------------------------------------------------------------------------------
@@ -156,12 +159,38 @@ def _session_body(session: Session) -> dict[str, Any]:
 
 # -- request parsing helpers -------------------------------------------------------------------------------
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 past ``limit`` bytes (then read to its end and dropped, so the client
+    gets to read the answer rather than a reset connection)."""
+    chunks: list[bytes] = []
+    size = 0
+    too_large = False
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            too_large = True
+            chunks.clear()
+        elif not too_large:
+            chunks.append(chunk)
+    if too_large:
+        raise errors.RequestTooLarge(
+            f"The request body is over the local session pool's {human_size(limit)} limit for a JSON request; "
+            "send less code, or upload large data as a file and read it from /mnt/data.", target="body",
+        )
+    return b"".join(chunks)
+
+
 async def _json_body(call: Call) -> dict[str, Any]:
+    raw = await _read_body(call.request, MAX_JSON_BODY_BYTES)
     try:
-        body = await call.request.json()
-    except ValueError:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
         raise errors.SessionRequestValidationFailed(
             "The request body is not valid JSON; send a JSON object with the execution's fields.", target="body"
+        ) from None
+    except RecursionError:
+        raise errors.SessionRequestValidationFailed(
+            "The request body nests JSON too deeply to be read; send a flat JSON object.", target="body"
         ) from None
     if not isinstance(body, dict):
         raise errors.SessionRequestValidationFailed("The request body must be a JSON object.", target="body")
@@ -179,6 +208,17 @@ def _parse_execution(fields: dict[str, Any], version: str) -> tuple[str, float |
         raise errors.SessionRequestValidationFailed(
             "The execution needs a 'code' field holding the Python source as a string.", target="code"
         )
+    try:
+        code.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate (\ud800 in the JSON) is no Unicode text
+        raise errors.SessionRequestValidationFailed(
+            f"The code is not valid Unicode text: it holds a lone surrogate ({code[exc.start]!r}) at character "
+            f"{exc.start}.", target="code",
+        ) from None
+    for key, name in (("codeinputtype", "codeInputType"), ("executiontype", "executionType")):
+        if fields.get(key) is not None and not isinstance(fields[key], str):
+            raise errors.SessionRequestValidationFailed(f"{name} must be a string, not {fields[key]!r}.",
+                                                        target=name)
     input_type = str(fields.get("codeinputtype") or "inline").lower()
     if input_type != "inline":
         raise errors.SessionRequestValidationFailed(
@@ -357,7 +397,8 @@ async def file_metadata(call: Call) -> Response:
 
 
 async def delete_file(call: Call) -> Response:
-    call.session().files.delete(_file_path(call, call.params["filename"]))
+    # In a worker thread: a directory tree session code made can be large.
+    await asyncio.to_thread(call.session().files.delete, _file_path(call, call.params["filename"]))
     return Response(status_code=204)
 
 
@@ -424,7 +465,7 @@ _COMPILED = tuple((r, r.regex) for r in ROUTES)
 
 def match(method: str, path: str, version: str) -> tuple[Route, dict[str, str]]:
     """The route for ``method path`` in ``version``, or the service's error for why there is none."""
-    candidates = [(r, m.groupdict()) for r, rx in _COMPILED if (m := rx.match(path))]
+    candidates = [(r, m.groupdict()) for r, rx in _COMPILED if (m := rx.fullmatch(path))]
     in_version = [(r, p) for r, p in candidates if version in r.versions]
     for route, params in in_version:
         if route.method == method:

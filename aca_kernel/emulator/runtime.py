@@ -19,11 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import zmq
+import zmq.asyncio
 from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpec
 from traitlets import List, Unicode
 
-from .outcome import ABORTED_MESSAGE, TIMEOUT_MESSAGE, Collector, ExecOutcome
+from .channels import Channels
+from .limits import MAX_MESSAGE_BYTES, human_size
+from .outcome import ABORTED_MESSAGE, DROPPED_NOTE, TIMEOUT_MESSAGE, Collector, ExecOutcome
 from .sandbox import (
     SANDBOX_SETUP_FILE,
     MemoryCgroup,
@@ -45,6 +49,28 @@ _MAX_IPC_DIR = 90
 
 # strong references: a kernel object dropped without shutdown() must still be killed at exit
 _live: set[SessionKernel] = set()
+_context: zmq.asyncio.Context | None = None
+SEND_TIMEOUT_MS = 1000
+
+
+def _zmq_context() -> zmq.asyncio.Context:
+    """One ZMQ context for every kernel of the process, never terminated while the process runs.
+
+    jupyter_client otherwise makes a context (an I/O thread and its descriptors) per kernel and client and
+    destroys it at shutdown; that destroy waits for every socket of the context to close, which is how one
+    failed start ("Too many open files") used to hang the whole pool.
+    """
+    global _context
+    if _context is None:
+        ctx = zmq.asyncio.Context()
+        ctx.max_sockets = 1 << 16  # the default, 1023, would cap a pool at ~250 kernels
+        ctx.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        ctx.setsockopt(zmq.LINGER, 0)
+        # jupyter_client sends synchronously, and a socket whose connection is gone would block the send, and
+        # with it the pool's event loop, for ever: a send that cannot leave in this time raises zmq.Again.
+        ctx.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        _context = ctx
+    return _context
 
 
 class _SessionKernelManager(AsyncKernelManager):
@@ -63,6 +89,10 @@ class SessionKernel:
     # after a timeout's interrupt, how long the cell gets to unwind before the kernel is restarted
     interrupt_grace: float = 5.0
     poll_interval: float = 0.25
+    # after the execute_reply, how long iopub may stay silent before its final idle is taken as lost: short
+    # once iopub's connection is known to have dropped, long when nothing said so (a fallback)
+    lost_grace: float = 1.0
+    reply_grace: float = 10.0
 
     def __init__(self, data_dir: Path, run_dir: Path, config: SandboxConfig) -> None:
         self.data_dir = Path(data_dir).absolute()
@@ -71,6 +101,7 @@ class SessionKernel:
         self._memory = parse_memory(config.memory) if config.memory else None
         self._km: _SessionKernelManager | None = None
         self._kc: Any = None
+        self._channels: Channels | None = None
         self._cgroup: MemoryCgroup | None = None
         self._ipc_dir: Path | None = None
         self._own_ipc_dir = False
@@ -104,7 +135,8 @@ class SessionKernel:
         self._ipc_dir = self._make_ipc_dir()
         cmd, env, cwd = self._command()
         km = _SessionKernelManager(
-            transport="ipc", ip=str(self._ipc_dir / "k"), connection_file=str(self._ipc_dir / "kernel.json")
+            transport="ipc", ip=str(self._ipc_dir / "k"), connection_file=str(self._ipc_dir / "kernel.json"),
+            context=_zmq_context(),
         )
         km.command = cmd
         # message mode: signal mode does killpg(SIGINT), which kills the outer bwrap and with it the sandbox
@@ -120,9 +152,11 @@ class SessionKernel:
             except Exception as exc:
                 await self._teardown()
                 raise RuntimeError(f"session kernel could not be launched: {exc}") from exc
-        kc = km.client()
-        kc.start_channels()
+        kc = km.client(context=_zmq_context())
+        # No heartbeat (a thread and a socket per kernel; liveness is the process's), no stdin, no control.
+        kc.start_channels(shell=True, iopub=True, stdin=False, hb=False, control=False)
         self._kc = kc
+        self._channels = Channels(kc)
         try:
             await kc.wait_for_ready(timeout=self.start_timeout)
         except (RuntimeError, TimeoutError, asyncio.TimeoutError) as exc:
@@ -201,6 +235,9 @@ class SessionKernel:
         self._kill_sync()
         km, kc = self._km, self._kc
         self._km = self._kc = None
+        if self._channels is not None:
+            self._channels.close()
+            self._channels = None
         if kc is not None:
             with contextlib.suppress(Exception):
                 kc.stop_channels()
@@ -249,14 +286,27 @@ class SessionKernel:
             # the previous kernel died (OOM): the session continues in a fresh one, its state lost
             logger.info("starting a fresh kernel for %s", self.data_dir)
             await self.start()
-        km, kc = self._km, self._kc
-        assert km is not None and kc is not None
+        km, kc, channels = self._km, self._kc, self._channels
+        assert km is not None and kc is not None and channels is not None
+        for name in ("shell", "iopub"):
+            if await channels.lost(name):  # dropped after the last execution ended: the request must get through
+                channels.reconnect(name)
         await _drain(kc)
         started = time.monotonic()
-        msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        try:
+            msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
+        except zmq.Again:
+            # The shell's connection is gone without a report: the request never left, so sending it on a fresh
+            # socket cannot run the code twice.
+            logger.warning("the shell connection of %s was gone; reconnecting", self.data_dir)
+            channels.reconnect("shell")
+            msg_id = kc.execute(code, silent=False, store_history=True, allow_stdin=False, stop_on_error=False)
         collector = Collector()
         deadline = started + max(float(timeout), 0.0)
         interrupted_at: float | None = None
+        reply: dict[str, Any] | None = None
+        quiet_since = started  # when iopub last delivered a message
+        dropped = shell_lost = iopub_lost = False
         while not collector.idle:
             if self._km is not km:
                 # shutdown() ran while the code was running (session deleted or expired)
@@ -269,6 +319,31 @@ class SessionKernel:
             if interrupted_at is not None and now >= interrupted_at + self.interrupt_grace:
                 logger.warning("kernel did not return from an interrupt; restarting it (state is lost)")
                 await self._restart_quietly()
+                break
+            if reply is None:
+                reply = await channels.reply_for(msg_id)
+            if not shell_lost and await channels.lost("shell"):
+                shell_lost = dropped = True
+            if not iopub_lost and await channels.lost("iopub"):
+                # A message over the size limit took iopub's connection with it: a fresh one gets what
+                # follows (often the idle that ends the execution).
+                iopub_lost = dropped = True
+                channels.reconnect("iopub")
+                quiet_since = now
+            # Once the execution is over (its reply came, or was lost) iopub's idle may never come: its
+            # message was lost with the connection (seen above), or unseen (a long silence, the fallback).
+            grace = self.lost_grace if iopub_lost else self.reply_grace
+            if now - quiet_since >= grace and (reply is not None or shell_lost):
+                if not iopub_lost:
+                    channels.reconnect("iopub")
+                dropped = True
+                if reply is None:
+                    # Neither end marker can come now: the kernel answers kernel_info once it is free.
+                    channels.reconnect("shell")
+                    shell_lost = False
+                    if not await channels.wait_until_free(km, deadline):
+                        quiet_since = time.monotonic()
+                        continue  # past the deadline (interrupted next round) or dead (seen next round)
                 break
             wait = self.poll_interval
             if interrupted_at is None:
@@ -292,23 +367,57 @@ class SessionKernel:
                 # code in the kernel holds the session key and can send a signed message that does not parse
                 logger.debug("skipping an iopub message that cannot be read", exc_info=True)
                 continue
+            quiet_since = time.monotonic()
             parent = msg.get("parent_header")
             if isinstance(parent, dict) and parent.get("msg_id") == msg_id:
                 collector.add(msg)
+        if dropped and reply is None and not shell_lost and interrupted_at is None and self._km is km:
+            # iopub's idle (on a fresh socket) may come before the reply that says how the code ended
+            reply = await channels.wait_reply(msg_id, self.lost_grace)
+        if (shell_lost or (dropped and reply is None)) and self._km is km:
+            # The reply was lost (or may be, its drop not yet reported), while iopub's idle ended the execution:
+            # a fresh shell socket is safe either way, and the next request must not go into a dead one.
+            channels.reconnect("shell")
         elapsed = int((time.monotonic() - started) * 1000)
         if interrupted_at is not None:
             return ExecOutcome("failed", collector.stdout(), TIMEOUT_MESSAGE, None, elapsed, timed_out=True)
+        if dropped:
+            logger.warning("a message from the kernel of %s was over %d bytes and was dropped", self.data_dir,
+                           MAX_MESSAGE_BYTES)
+            return collector.outcome_without_idle(elapsed, reply, DROPPED_NOTE)
         return collector.outcome(elapsed)
 
     def _died(self, collector: Collector, started: float) -> ExecOutcome:
+        reason = ""
         if self._closed:
             logger.info("session kernel shut down during an execution")
         else:
             oom = self._cgroup is not None and self._cgroup.oom_killed()
             logger.warning("session kernel died during execution%s; kernel log:\n%s",
                            " (out of memory)" if oom else "", self._log_tail(5))
+            reason = self._death_reason(oom)
         elapsed = int((time.monotonic() - started) * 1000)
-        return ExecOutcome("failed", collector.stdout(), ABORTED_MESSAGE, None, elapsed, kernel_died=True)
+        return ExecOutcome("failed", collector.stdout(), ABORTED_MESSAGE + reason, None, elapsed, kernel_died=True)
+
+    def _death_reason(self, oom: bool) -> str:
+        """Why the kernel process is gone, as the tail of "Execution aborted"."""
+        lost = "; variables and imports are lost, files in /mnt/data are kept"
+        if oom and self._memory is not None:
+            return (f": the session ran out of memory (its limit is {human_size(self._memory)}) and its Python process "
+                    f"was stopped{lost}.")
+        process = getattr(self._km.provisioner, "process", None) if self._km is not None else None
+        code = process.poll() if process is not None else None
+        if code is None:
+            how = "stopped"
+        elif code < 0 or code > 128:
+            number = -code if code < 0 else code - 128
+            try:
+                how = f"was killed by {signal.Signals(number).name}"
+            except ValueError:
+                how = f"exited with status {code}"
+        else:
+            how = f"exited with status {code}"
+        return f": the session's Python process {how}{lost}."
 
     async def _restart_quietly(self) -> None:
         try:

@@ -174,9 +174,8 @@ def _server_usable(directory: Path, ca_cert: Any) -> bool:
     return cert.issuer == ca_cert.subject and cert.not_valid_after_utc - RENEW_BEFORE > _now()
 
 
-def ensure_certificates(data_dir: Path) -> TLSFiles:
-    """The pool's CA and server certificate under ``data_dir/tls``, created or renewed as needed."""
-    directory = data_dir / "tls"
+def ensure_certificates(directory: Path) -> TLSFiles:
+    """The pool's CA and server certificate in ``directory``, created or renewed as needed."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     loaded = _load_ca(directory)

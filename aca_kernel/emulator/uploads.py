@@ -16,7 +16,8 @@ from starlette.requests import Request
 
 from . import errors
 from .backend import Session
-from .files import MAX_UPLOAD_BYTES, FileEntry, Upload, normalize_name
+from .files import MAX_UPLOAD_BYTES, FileEntry, Upload, normalize_name, storage_error
+from .limits import MAX_UPLOAD_PARTS
 
 __all__ = ["receive_files"]
 
@@ -90,19 +91,43 @@ class _Receiver:
                 "This api-version uploads one file per request; send the other files separately.", target="file"
             )
             return
+        if self._files_seen > MAX_UPLOAD_PARTS:
+            self.error = errors.SessionRequestValidationFailed(
+                f"An upload can hold at most {MAX_UPLOAD_PARTS} files; send the others in another request.",
+                target="file",
+            )
+            return
         try:
             rel = normalize_name(_text(filename), self.base or None)
             self._upload = self.session.files.open_upload(rel, MAX_UPLOAD_BYTES)
         except errors.ServiceError as exc:
             self.error = exc
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        self.error = storage_error(exc, "the upload") or errors.InternalError(
+            f"The local session pool could not stage the upload: {exc.strerror or exc}.")
+        if self._upload is not None:
+            self._upload.discard()
+            self._upload = None
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._upload is not None:
-            self._upload.write(data[start:end])
+            try:
+                self._upload.write(data[start:end])
+            except OSError as exc:
+                self._failed(exc)
 
     def _part_end(self) -> None:
         upload, self._upload = self._upload, None
         if upload is None:
+            return
+        try:
+            upload.close()
+        except OSError as exc:  # the last buffered bytes are written here
+            self._upload = upload
+            self._failed(exc)
             return
         if upload.too_large:
             self.too_large = True

@@ -31,6 +31,8 @@ LOCAL_POOL_NOTE = (
     "running on the local session pool — set ACA_POOL_MANAGEMENT_ENDPOINT to use Azure"
 )
 UNSANDBOXED_NOTE = " (its sessions are NOT sandboxed: install bubblewrap to isolate them)"
+REPLACED_NOTE = ("the local session pool was stopped or restarted; now using the one at {endpoint} "
+                 "(the sessions of the old pool are gone)")
 # The service's execution limit; interrupt messages quote it.
 EXECUTION_LIMIT_S = 220
 
@@ -214,6 +216,7 @@ class ACAContext:
         self.local_pool: Any = None  # the LocalPool once started/found
         self.local_note_pending = False  # the "running on the local pool" note is due on the next output
         self.jobs: Any = None  # the shell's background cells (notebook._jobs.Jobs), once %%aca made it
+        self._replaced_note: str | None = None  # said instead when the local pool was replaced under us
         self._keepalive_stop = threading.Event()
         self._keepalive_thread: threading.Thread | None = None
         # A new endpoint, version or scope applies to the next call, however it was set (%config too).
@@ -236,7 +239,32 @@ class ACAContext:
     def local_pool_note(self) -> str:
         """The one-time note for the local pool, with a warning when its sessions run unsandboxed."""
         unsandboxed = self.local_pool is not None and not getattr(self.local_pool, "sandboxed", True)
-        return LOCAL_POOL_NOTE + (UNSANDBOXED_NOTE if unsandboxed else "")
+        note = self._replaced_note or LOCAL_POOL_NOTE
+        return note + (UNSANDBOXED_NOTE if unsandboxed else "")
+
+    def _follow_local_pool(self) -> None:
+        """Point the clients at the user's current local pool when the one they use was stopped, exited or
+        replaced (no network call: the pool's state file and process); it is started again if none runs."""
+        old = self.local_pool
+        if old is None or self.settings.endpoint:
+            return
+        from .._localpool import ensure_local_pool, is_current
+
+        if is_current(old):
+            return
+        new = self.local_pool = ensure_local_pool()
+        logger.info("the local session pool at %s is gone; now using %s", old.endpoint, new.endpoint)
+        from .._client import SessionsClient
+
+        for state in self._sessions.values():
+            c = state.client
+            if c.endpoint.rstrip("/") != old.endpoint.rstrip("/"):
+                continue  # a session on an explicit endpoint (%%aca --endpoint)
+            state.client = SessionsClient(new.endpoint, new.token, api_version=c.api_version, session_id=c.session_id,
+                                          token_scope=self.settings.token_scope, transport=self.transport)
+            c.close()
+        self._replaced_note = REPLACED_NOTE.format(endpoint=new.endpoint)
+        self.local_note_pending = True
 
     def _endpoint_and_credential(self) -> tuple[str, str | None]:
         if self.settings.endpoint:
@@ -257,6 +285,8 @@ class ACAContext:
         """
         key: Any = name if endpoint is None and api_version is None else (name, endpoint, api_version)
         with self._lock:
+            if endpoint is None:
+                self._follow_local_pool()
             state = self._sessions.get(key)
             if state is None:
                 from .._client import SessionsClient

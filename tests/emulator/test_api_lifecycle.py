@@ -161,7 +161,9 @@ def test_out_of_memory_aborts_and_the_session_restarts_empty(make_pool):
         if "MemoryError" in props["stderr"] and any("memory: rlimit" in line for line in p.output):
             pytest.skip("no memory cgroup on this machine: the RLIMIT_AS fallback raises MemoryError instead")
         assert props["status"] == "Failure"
-        assert props["stderr"] == "Execution aborted"
+        # the service's words, then why (the emulator's addition, docs/emulator.md)
+        assert props["stderr"].startswith("Execution aborted: ")
+        assert "ran out of memory" in props["stderr"] and "300 MiB" in props["stderr"]
         after = v1_execute(http, ident, "'before' in dir()")
         assert after["status"] == "Success"
         assert after["result"] is False

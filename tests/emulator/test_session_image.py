@@ -82,18 +82,18 @@ def _long_value(client, url: str, body: dict, count: int) -> list[str]:
 def test_the_pool_keeps_a_bounded_record_of_executions(make_pool) -> None:
     import httpx
 
-    from aca_kernel.emulator.backend import MAX_EXECUTION_BYTES
+    from aca_kernel.emulator.backend import MAX_RECORD_CHARS
 
     pool = make_pool("--ready", "0")
     headers = {"Authorization": f"Bearer {pool.token}"}
     base = pool.endpoint.rstrip("/")
     with httpx.Client(headers=headers, timeout=60) as client:
         url = f"{base}/executions?api-version=2025-10-02-preview&identifier=records"
-        body = {"code": "'x' * (3 << 20)", "codeInputType": "inline", "executionType": "synchronous"}
-        ids = _long_value(client, url, body, (MAX_EXECUTION_BYTES >> 20) // 3 + 3)
+        body = {"code": "'x' * (8 << 20)", "codeInputType": "inline", "executionType": "synchronous"}
+        ids = _long_value(client, url, body, (MAX_RECORD_CHARS >> 20) // 8 + 3)
         found = [client.get(f"{base}/executions/{i}?api-version=2025-10-02-preview&identifier=records").status_code
                  for i in ids]
         assert found[-1] == 200 and found[0] == 404  # the oldest were forgotten to stay within the bound
         kept = sum(1 for status in found if status == 200)
-        assert 1 <= kept <= (MAX_EXECUTION_BYTES >> 20) // 3 + 1
+        assert 1 <= kept <= (MAX_RECORD_CHARS >> 20) // 8 + 1
         client.delete(f"{base}/session?api-version=2025-10-02-preview&identifier=records")
