@@ -39,8 +39,8 @@ class ExecutionInterrupted(KeyboardInterrupt):
                        f"limit ({EXECUTION_LIMIT_S} s); use %aca_new_session to continue on a fresh session now.")
         else:
             message = (f"Interrupted: stopped waiting for the remote cell, but it may still be running in session "
-                       f"{session_id} (this pool serves no file calls while a cell runs, so the interrupt cannot "
-                       f"reach it) and may block that session for up to the execution limit "
+                       f"{session_id} (the pool did not take the interrupt: it serves no file calls while a cell "
+                       f"runs, or does not answer) and may block that session for up to the execution limit "
                        f"({EXECUTION_LIMIT_S} s). Use %aca_new_session to continue on a fresh session right away.")
         super().__init__(message)
 
