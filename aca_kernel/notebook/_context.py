@@ -78,7 +78,8 @@ class ACASettings(Configurable):
     session_id = Unicode(None, allow_none=True, config=True,
                          help="Identifier of the default session (else a fresh uuid4). $ACA_SESSION_ID")
     timeout = Float(None, allow_none=True, config=True,
-                    help="Seconds to wait for one cell (default: the service limit plus a margin). $ACA_TIMEOUT")
+                    help="Seconds one cell may run (default: the service limit, 220 s; the HTTP read waits a margin "
+                         "longer). $ACA_TIMEOUT")
     rich = Bool(True, config=True, help="Rich mode: full MIME bundles, in order. $ACA_RICH")
     max_output_bytes = Int(5_000_000, config=True,
                            help="Outputs of one cell beyond this size are cut with a notice. $ACA_MAX_OUTPUT_BYTES")

@@ -71,7 +71,8 @@ def kernel():
     started = []
 
     def start(name: str = "aca_test"):
-        km, kc = start_new_kernel(kernel_name=name)
+        # A kernel whose first cell starts a local pool under a loaded CI machine needs more than the default 60 s.
+        km, kc = start_new_kernel(kernel_name=name, startup_timeout=120)
         started.append((km, kc))
         return km, kc
 

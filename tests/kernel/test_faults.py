@@ -18,27 +18,11 @@ from pathlib import Path
 
 import pytest
 from conftest import LIVE, wait_until
-from jupyter_client.manager import start_new_kernel
 
 from .conftest import write_kernelspec
 from .helpers import drain, run, text
 
 pytestmark = pytest.mark.skipif(LIVE, reason="faults of the local pool and its processes")
-
-
-@pytest.fixture
-def kernel():
-    started = []
-
-    def start(name: str):
-        km, kc = start_new_kernel(kernel_name=name, startup_timeout=120)
-        started.append((km, kc))
-        return km, kc
-
-    yield start
-    for km, kc in started:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
 
 
 @pytest.fixture

@@ -413,21 +413,6 @@ def test_aca_magic_in_a_stock_kernel_mirrors_widgets_too(pool):
         km.shutdown_kernel(now=True)
 
 
-@pytest.fixture
-def kernel(kernelspecs) -> Iterator[Any]:
-    started = []
-
-    def start(name: str = "aca_test") -> tuple[Any, Any]:
-        km, kc = start_new_kernel(kernel_name=name)
-        started.append((km, kc))
-        return km, kc
-
-    yield start
-    for km, kc in started:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
-
-
 # --- the parts of _comms that need no kernel --------------------------------------------------------------------
 
 def test_identifiers_in_widget_state_are_renamed():
