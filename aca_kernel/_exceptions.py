@@ -184,7 +184,10 @@ def mask_bearer(text: str, mask: str = "***") -> str:
 def error_message(exc: BaseException) -> str:
     """One readable line for any failure: the service errors already say what to do; others get their type."""
     text = str(exc).strip()
-    if not isinstance(exc, ACASessionsError) or not text:
+    if isinstance(exc, OSError) and exc.strerror:
+        # "Permission denied: /x/y", as a shell says it, rather than "PermissionError: [Errno 13] ..."
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif not isinstance(exc, ACASessionsError) or not text:
         name = type(exc).__name__
         text = f"{name}: {text}" if text else name
     return mask_bearer(" ".join(text.split()))

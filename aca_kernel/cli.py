@@ -104,8 +104,9 @@ def _errors() -> Iterator[None]:
     except ACASessionsError as exc:
         raise CLIError(str(exc)) from exc
     except OSError as exc:
-        where = f": {exc.filename}" if exc.filename else ""
-        raise CLIError(f"{exc.strerror or exc}{where}") from exc
+        from aca_kernel._exceptions import error_message
+
+        raise CLIError(error_message(exc)) from exc
 
 
 # --- exec ----------------------------------------------------------------------------------------------------
@@ -348,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aca-sessions: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a local file the user named: not a bug, one line as a shell would say it
+        from aca_kernel._exceptions import error_message
+
+        print(f"aca-sessions: error: {error_message(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except Exception as exc:
         if verbose:
             raise  # -v: the full traceback, for a bug report

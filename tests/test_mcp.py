@@ -151,6 +151,39 @@ async def test_an_agent_session(pool, pool_env, tmp_path):
     assert pool.token not in stderr
 
 
+async def test_new_session_where_the_api_version_cannot_delete(pool, tmp_path):
+    env = {"ACA_POOL_MANAGEMENT_ENDPOINT": pool.endpoint, "ACA_TOKEN": pool.token or "",
+           "ACA_API_VERSION": "2024-10-02-preview"}
+    too_long = "n" * 300  # a local name no file system takes: the same OSError for the server and the CLI
+    async with server(env, cwd=tmp_path) as s:
+        unused = text_of(await call(s, "new_session"))
+        assert unused.startswith("The default session is now a fresh, empty session (")
+        assert unused.endswith("was never used.")
+        await call(s, "execute_python", code="kept = 1")
+        fresh = text_of(await call(s, "new_session"))
+        new_id, old_id = re.findall(r"\(([0-9a-f-]{36})\)", fresh)
+        assert fresh.endswith("is left to expire after the pool's idle cooldown (api-version 2024-10-02-preview "
+                              "cannot delete sessions).")
+        gone = await call(s, "execute_python", code="kept")
+        assert gone.is_error and "NameError" in text_of(gone)
+
+        # A local file error reads as the CLI words it, on one line.
+        await call(s, "upload_file", remote_path="notes.txt", content_text="x")
+        failed = await call(s, "download_file", remote_path="notes.txt", local_path=too_long)
+        assert failed.is_error
+    with aca_kernel.SessionsClient(pool.endpoint, pool.token, api_version="2024-10-02-preview",
+                                   session_id=old_id) as client:
+        assert client.execute("kept").result == 1  # nothing was deleted: the old session is still there
+    cli_env = {**os.environ, **env, "ACA_SESSION_ID": new_id}
+    cli = subprocess.run([sys.executable, "-m", "aca_kernel", "files", "get", "notes.txt", too_long],
+                         cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=120)
+    assert cli.returncode != 0 and "Traceback" not in cli.stderr
+    (cli_line,) = [line for line in cli.stderr.splitlines() if line.startswith("aca-sessions: error: ")]
+    assert text_of(failed).startswith("File name too long: ") and text_of(failed).endswith(too_long)
+    assert cli_line == f"aca-sessions: error: File name too long: {too_long}"
+    assert "\n" not in text_of(failed) and "Errno" not in text_of(failed)
+
+
 async def test_a_given_session_is_used_and_kept(pool, pool_env, tmp_path):
     sid = f"mcp-{uuid.uuid4()}"
     with aca_kernel.SessionsClient(pool.endpoint, pool.token, api_version=V2, session_id=sid) as client:
