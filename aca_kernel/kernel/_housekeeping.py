@@ -21,7 +21,9 @@ docs/kernel.md, "What runs where"):
 5. When the session cannot answer (network, auth, timeout, an interrupt, a lost state) the reply is quiet:
    status ok, no output, an error entry for each user expression; the next cell reports a lost state. A request
    that arrives in a subshell while the kernel runs a cell is answered that way at once; on the main shell it
-   waits its turn, as in any kernel.
+   waits its turn, as in any kernel. So is one that arrives while a background cell runs in the default
+   session, and one for a session that has probably ended (its state found lost, or idle past the pool's
+   cooldown with no keep-alive): asking it would make the service allocate a new, empty session.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import ast
 import logging
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..notebook._display import messages
@@ -118,6 +121,12 @@ class Housekeeping:
         reply: dict[str, Any] = {"status": "ok", "execution_count": count - 1, "user_expressions": {}, "payload": []}
         if self._cell_running():
             return _unanswered(reply, user_expressions, "a cell is running")
+        jobs = kernel.context.jobs
+        if jobs is not None and jobs.busy(None) is not None:  # it would wait behind the background cell
+            return _unanswered(reply, user_expressions, "a background cell is running in the session")
+        if self._probably_gone():
+            # Asking would make the service allocate a new, empty session nobody asked for (and keep it alive).
+            return _unanswered(reply, user_expressions, "the session has probably ended; the next cell says so")
         try:
             outcome = kernel.runner.housekeeping("" if code in self.setup else code, count=count, silent=silent,
                                                  user_expressions=user_expressions, setup=self.setup)
@@ -137,6 +146,17 @@ class Housekeeping:
         else:
             reply["user_expressions"] = outcome.user_expressions
         return reply
+
+    def _probably_gone(self) -> bool:
+        """The default session lost its state, or sat idle past the pool's cooldown with nothing keeping it."""
+        state = self.kernel.context.existing(None)
+        if state is None or state.first_call is None:
+            return False
+        if state.lost_pending:
+            return True
+        settings = self.kernel.context.settings
+        idle = time.time() - (state.last_call or state.first_call)
+        return not settings.keepalive and idle > settings.cooldown
 
     def _cell_running(self) -> bool:
         # ipykernel 7 runs a subshell's requests in a thread of their own while the main shell may be running a

@@ -489,21 +489,57 @@ def test_one_round_trip_each_and_quiet_when_unreachable(kernelspecs, make_pool):
         km.shutdown_kernel(now=True)
 
 
-def test_a_lost_session_is_told_by_the_next_cell(kernelspecs, make_pool):
+@pytest.mark.parametrize("cooldown_known", [True, False], ids=["cooldown-known", "cooldown-unknown"])
+def test_a_lost_session_is_told_by_the_next_cell(kernelspecs, make_pool, cooldown_known):
     short = make_pool("--cooldown", "2", "--ready", "0")
-    name, _ident = aca_kernelspec(kernelspecs, short.endpoint, short.token)
+    env = {"ACA_COOLDOWN": "2"} if cooldown_known else {}
+    name, ident = aca_kernelspec(kernelspecs, short.endpoint, short.token, **env)
     km, kc = start_new_kernel(kernel_name=name)
     try:
         reply, _ = run(kc, "base = 41")
         assert reply["status"] == "ok"
         time.sleep(5)  # idle past the pool's 2 s cooldown: the session is recycled
+        wait_until(lambda: ident not in pool_sessions(short), timeout=30)
         reply, out = ask(kc, VARIABLE_TYPES)
         assert reply["status"] == "ok" and out == []  # quiet, and nothing installed or run in its place
+        if cooldown_known:  # the kernel knows the session has ended: asking it would allocate a new one
+            assert ident not in pool_sessions(short)
+        # Once the state is known to be lost, a front end's refreshes allocate nothing either.
+        if ident in pool_sessions(short):
+            from aca_kernel import SessionsClient
+
+            with SessionsClient(short.endpoint, short.token, api_version="2025-02-02-preview",
+                                session_id=ident) as client:
+                client.delete_session()
+        reply, out = ask(kc, VARIABLE_TYPES)
+        assert reply["status"] == "ok" and out == [] and ident not in pool_sessions(short)
         reply, out = run(kc, "base + 1")
         assert reply["status"] == "error" and reply["ename"] == "NameError"
         notice = text(out, "stderr")
         assert "was recycled" in notice and "1 cell(s)" in notice
         assert printed_json(kc, VARIABLE_TYPES) == []
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_a_background_cell_is_not_waited_for(kernelspecs, pool):
+    # A long housekeeping timeout: waiting behind the background cell would show as a run of the request.
+    name, _ident = aca_kernelspec(kernelspecs, pool.endpoint, pool.token, ACA_HOUSEKEEPING_TIMEOUT="120")
+    km, kc = start_new_kernel(kernel_name=name)
+    try:
+        reply, _ = run(kc, "import time\nseen = []")
+        assert reply["status"] == "ok"
+        reply, _ = run(kc, "%%aca --background\ntime.sleep(60)\nseen.append('background')")
+        assert reply["status"] == "ok"
+        reply, out = ask(kc, "seen.append('request')\nprint(seen)", user_expressions={"n": "len(seen)"})
+        assert reply["status"] == "ok" and out == []
+        assert reply["user_expressions"]["n"]["evalue"] == "a background cell is running in the session"
+        listing, _ = run(kc, "%aca_jobs --stop 1")
+        assert listing["status"] == "ok"
+        wait_until(lambda: "no background cells" in text(run(kc, "%aca_jobs")[1]).lower(), timeout=60)
+        reply, out = ask(kc, "print(seen)")
+        assert text(out).strip() == "[]"  # the request never ran in the session; the stopped cell did not finish
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
