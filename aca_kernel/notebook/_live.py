@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,9 @@ POLL_AFTER = 1.0  # a cell that ends sooner costs no request beyond its execute
 POLL_EVERY = 0.5
 STUCK_AFTER = 5.0
 QUICK = 1.5  # an answer this fast came while the cell ran
-INTERRUPT_WAIT = 10.0  # for the stop file to be written
+INTERRUPT_WAIT = 10.0  # for the stop file to be written, on a pool known to serve file calls while a cell runs
+PROBE_WAIT = QUICK  # the same, while that is unknown: a pool that serves them answers at once
+LATE_STOP_WAIT = 600.0  # how long a stop file that may land late is watched, to be removed after the cell
 BEAT_CHECK = 10.0  # seconds between looks at a detached cell's alive file (the session touches it every 5 s)
 DEAD_AFTER = 4  # that many looks at an unchanged file: the cell's process is gone
 
@@ -138,13 +141,32 @@ class LiveReader:
         self.working = self.state.live_ok = False
         self._pending = None  # its thread finishes on its own; the envelope has everything
 
-    def interrupt(self) -> bool:
-        """Ask the session to stop the cell (the stop file); False when that could not be written."""
+    def interrupt(self, cell_done: threading.Event | None = None) -> bool:
+        """Ask the session to stop the cell (the stop file); False when that could not be written.
+
+        ``cell_done`` is set when the cell's execute call has returned: a stop file still on its way is removed
+        after both, so that none is left in /mnt/data.
+        """
         if self.working is False:
             return False
         client, name = self.state.client, _runtime.live_file(self.cell_id, "stop")
         done, box = self.calls.start(lambda: client.upload_file(b"stop\n", name))
-        if not done.wait(INTERRUPT_WAIT) or "error" in box:
-            logger.info("could not send the interrupt of %s: %s", self.cell_id, box.get("error", "timed out"))
-            return False
-        return True
+        if done.wait(INTERRUPT_WAIT if self.working else PROBE_WAIT) and "error" not in box:
+            return True
+        logger.info("could not send the interrupt of %s: %s", self.cell_id, box.get("error", "timed out"))
+        if not done.is_set():
+            if self.working is None:  # the pool holds file calls until the cell ends
+                self._give_up()
+            if cell_done is not None:
+                self.calls.start(lambda: _remove_late(client, name, done, cell_done))
+        return False
+
+
+def _remove_late(client: Any, name: str, uploaded: threading.Event, cell_done: threading.Event) -> None:
+    """Remove a stop file that landed after its cell ended (the session removes one that came in time)."""
+    if not (uploaded.wait(LATE_STOP_WAIT) and cell_done.wait(LATE_STOP_WAIT)):
+        return
+    try:
+        client.delete_file(name)
+    except Exception as exc:  # already gone (the cell's end took it), or the session went away
+        logger.debug("late stop file %s: %s", name, exc)

@@ -123,7 +123,7 @@ class RemoteRunner:
                 break
             except KeyboardInterrupt:
                 state.touch()
-                if live is not None and not asked_to_stop and live.interrupt():
+                if live is not None and not asked_to_stop and live.interrupt(done):
                     asked_to_stop = True
                     continue
                 raise ExecutionInterrupted(state.client.session_id, asked_to_stop=asked_to_stop) from None

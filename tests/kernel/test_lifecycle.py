@@ -264,3 +264,36 @@ def test_start_up_stays_light_until_the_first_remote_cell(kernel):
     _, out = run(kc, "%%local\nimport sys\nprint(sorted({m.split('.')[0] for m in sys.modules} & "
                      "{'azure', 'ipywidgets', 'pandas', 'numpy', 'matplotlib', 'starlette'}))")
     assert text(out) == "[]\n"
+
+
+def test_an_early_interrupt_on_a_pool_that_holds_file_calls_leaves_no_stop_file(kernel, kernelspecs, make_pool):
+    # Such a pool serves the stop file only after the cell: the kernel stops waiting (the old behaviour) and
+    # removes the stop file once it lands, instead of leaving it in /mnt/data.
+    serial = make_pool("--serialize-files", "--ready", "0")
+    pool_kernelspec(kernelspecs, "aca_test_serial_stop", serial)
+    km, kc = kernel("aca_test_serial_stop")
+    run(kc, "import time, os\nstarted = 'yes'")  # the session and its runtime; live output not yet tried
+    msg_id = kc.execute("time.sleep(12)\nopen('/mnt/data/finished.txt', 'w').close()")
+    while True:
+        msg = kc.get_iopub_msg(timeout=30)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
+            break
+    time.sleep(2)
+    interrupted_at = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=60)
+    print(f"interrupt to reply: {time.monotonic() - interrupted_at:.2f} s")
+    assert reply["parent_header"]["msg_id"] == msg_id and reply["content"]["status"] == "error"
+    said = reply["content"].get("evalue", "") + "\n".join(reply["content"]["traceback"])
+    assert "it may still be running" in said
+    drain(kc)
+    reply, _ = run(kc, "started", timeout=60)  # waits behind the old cell, which was not stopped
+    assert reply["status"] == "ok"
+    from aca_kernel import SessionsClient
+
+    with SessionsClient(serial.endpoint, serial.token, session_id=_identifier(kc)) as client:
+        def names() -> list[str]:
+            return [f.name for f in client.list_files()]
+
+        assert "finished.txt" in names()
+        assert wait_until(lambda: not [n for n in names() if n.startswith(".aca-live")], timeout=30), names()

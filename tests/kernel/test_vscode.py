@@ -499,7 +499,7 @@ def test_a_lost_session_is_told_by_the_next_cell(kernelspecs, make_pool, cooldow
         reply, _ = run(kc, "base = 41")
         assert reply["status"] == "ok"
         time.sleep(5)  # idle past the pool's 2 s cooldown: the session is recycled
-        wait_until(lambda: ident not in pool_sessions(short), timeout=30)
+        assert wait_until(lambda: ident not in pool_sessions(short), timeout=30)
         reply, out = ask(kc, VARIABLE_TYPES)
         assert reply["status"] == "ok" and out == []  # quiet, and nothing installed or run in its place
         if cooldown_known:  # the kernel knows the session has ended: asking it would allocate a new one
@@ -532,12 +532,14 @@ def test_a_background_cell_is_not_waited_for(kernelspecs, pool):
         assert reply["status"] == "ok"
         reply, _ = run(kc, "%%aca --background\ntime.sleep(60)\nseen.append('background')")
         assert reply["status"] == "ok"
+        # The cell settles first: a stop sent in the very first moment of a background cell is sometimes not
+        # honoured (seen here about 1 run in 6; not yet understood, noted on the live-output issue).
+        time.sleep(3)
         reply, out = ask(kc, "seen.append('request')\nprint(seen)", user_expressions={"n": "len(seen)"})
         assert reply["status"] == "ok" and out == []
         assert reply["user_expressions"]["n"]["evalue"] == "a background cell is running in the session"
-        listing, _ = run(kc, "%aca_jobs --stop 1")
-        assert listing["status"] == "ok"
-        wait_until(lambda: "no background cells" in text(run(kc, "%aca_jobs")[1]).lower(), timeout=60)
+        stopped, out = run(kc, "%aca_jobs --stop 1")
+        assert stopped["status"] == "ok" and "did not stop" not in text(out), text(out)
         reply, out = ask(kc, "print(seen)")
         assert text(out).strip() == "[]"  # the request never ran in the session; the stopped cell did not finish
     finally:
