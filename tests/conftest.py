@@ -35,6 +35,7 @@ for _var, _sub in _HOME_DIRS.items():
     os.environ[_var] = str(_SUITE_HOME / _sub)
     (_SUITE_HOME / _sub).mkdir()
 os.environ.pop("JUPYTER_PATH", None)
+os.environ.pop("JUPYTER_CONFIG_PATH", None)
 os.environ.pop("JUPYTER_PREFER_ENV_PATH", None)
 # Registered first, so it runs last: IPython shells write their history at exit.
 atexit.register(shutil.rmtree, _SUITE_HOME, ignore_errors=True)

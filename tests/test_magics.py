@@ -226,6 +226,52 @@ def test_replay_shows_its_plan_then_resumes_at_the_cell_that_failed(ip):
     assert repr(result.result) == "(1, 2, 3)"
 
 
+def test_the_replay_button_shows_the_plan_first_and_runs_only_on_the_second_click(ip, monkeypatch):
+    import IPython.display
+    import ipywidgets
+
+    from aca_kernel.notebook import magics as magics_module
+    from aca_kernel.notebook._replay import ReplayCell
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **_: shown.extend(objs))
+    monkeypatch.setattr(magics_module, "in_kernel", lambda _shell: True)
+    state = ip._aca_context.session("clicked")
+    state.replay = [ReplayCell(2, "clicked_ = 7")]
+    magics_module._offer_replay(ip, ip.magics_manager.registry["ACAMagics"], "clicked")
+    (box,) = shown
+    buttons = {b.description: b for b in box.children[0].children if isinstance(b, ipywidgets.Button)}
+    ask, run_them = buttons["Replay earlier cells…"], buttons["Run them"]
+    assert ask.layout.width == "auto"  # the label is shown whole, not cut to the default width
+    assert run_them.layout.display == "none"
+    with capture_output() as cap:
+        ask.click()
+    assert "%aca_replay would rebuild session" in cap.stdout and "In [2]: clicked_ = 7" in cap.stdout
+    assert ask.disabled and run_them.layout.display is None
+    assert [c.code for c in state.replay] == ["clicked_ = 7"]  # nothing ran yet
+    result, _ = cell(ip, "%aca --session clicked -- 'clicked_' in dir()")
+    assert repr(result.result) == "False"
+    with capture_output() as cap:
+        run_them.click()
+    assert "Replayed 1 cell(s)" in cap.stdout and state.replay == [] and run_them.disabled
+    result, _ = cell(ip, "%aca --session clicked -- clicked_")
+    assert repr(result.result) == "7"
+
+
+def test_the_replay_button_with_nothing_to_replay_offers_no_run(ip, monkeypatch):
+    import IPython.display
+
+    from aca_kernel.notebook._replay import offer
+
+    shown, ran = [], []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **_: shown.extend(objs))
+    offer(lambda: None, lambda: ran.append(True))
+    ask, run_them = shown[0].children[0].children
+    with capture_output() as cap:
+        ask.click()
+    assert "Nothing to replay." in cap.stdout and run_them.layout.display == "none" and ran == []
+
+
 def test_replay_failure_is_one_line_that_says_what_to_do(ip, monkeypatch):
     ctx = ip._aca_context
     monkeypatch.setenv("ACA_TOKEN", "wrong-token")  # the local pool answers it with a real 401

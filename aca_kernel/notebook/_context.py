@@ -175,6 +175,7 @@ class SessionState:
     history: list[ReplayCell] = field(default_factory=list)  # cells that built the remote state
     replay: list[ReplayCell] = field(default_factory=list)  # the history of a session found to have lost it
     files_kept: bool = False  # that session kept its /mnt/data (only its Python state was lost)
+    pool_replaced: bool = False  # its local pool was stopped or restarted: a lost state is explained by that
     # what %aca_pip installed (aca_kernel.notebook._pip.PackageRecord), so a recycled session can get it back
     packages: list[Any] = field(default_factory=list)
 
@@ -186,7 +187,7 @@ class SessionState:
 
     def reset(self) -> None:
         self.first_call = self.last_call = None
-        self.runtime_ready = self.lost_pending = False
+        self.runtime_ready = self.lost_pending = self.pool_replaced = False
         self.count = 0
         self.history.clear()
         self.replay.clear()
@@ -263,6 +264,7 @@ class ACAContext:
                 continue  # a session on an explicit endpoint (%%aca --endpoint)
             state.client = SessionsClient(new.endpoint, new.token, api_version=c.api_version, session_id=c.session_id,
                                           token_scope=self.settings.token_scope, transport=self.transport)
+            state.pool_replaced = True
             c.close()
         self._replaced_note = REPLACED_NOTE.format(endpoint=new.endpoint)
         self.local_note_pending = True

@@ -266,6 +266,7 @@ class RemoteRunner:
     def _lost(self, outcome: RunOutcome, state: SessionState, lost: bool, runtime: dict[str, Any] | None) -> None:
         if runtime is not None and isinstance(runtime.get("python"), str):
             state.python_version = runtime["python"]
+        replaced, state.pool_replaced = state.pool_replaced, False  # the first reply from the new pool tells
         if not lost:
             return
         files_kept = bool(runtime and runtime.get("files_kept"))
@@ -273,11 +274,14 @@ class RemoteRunner:
         state.history.clear()
         outcome.session_lost = True
         outcome.replayable = len(state.replay) + len(state.packages)
-        what = ("its Python process restarted (it crashed, ran out of memory or was restarted): variables and "
-                "imports from earlier cells are gone; files in /mnt/data are kept"
-                if files_kept else
-                "it was recycled (idle past the pool's cooldown, or deleted): variables, imports and files in "
-                "/mnt/data from earlier cells are gone")
+        gone = "variables, imports and files in /mnt/data from earlier cells are gone"
+        if files_kept:
+            what = ("its Python process restarted (it crashed, ran out of memory or was restarted): variables and "
+                    "imports from earlier cells are gone; files in /mnt/data are kept")
+        elif replaced:
+            what = f"the local session pool it ran on was replaced by a new one: {gone}"
+        else:
+            what = f"it was recycled (idle past the pool's cooldown, or deleted): {gone}"
         replay = (f" %aca_replay shows the {len(state.replay)} cell(s) that built that state, and re-runs them."
                   if state.replay or state.packages else "")
         outcome.notices.append(f"The remote session {state.client.session_id} lost its state: {what}.{replay}")

@@ -175,7 +175,7 @@ def _text(result: Any) -> str | None:
     if result[:1] in "'\"" and result[-1:] == result[:1] and len(result) > 1 and result[1:2] == "@":
         try:
             value = ast.literal_eval(result)
-        except (ValueError, SyntaxError):
+        except (ValueError, SyntaxError, RecursionError, MemoryError):  # deep nesting: the parser's own limits
             return None
         return value if isinstance(value, str) else None
     return result
@@ -192,7 +192,7 @@ def _marked(result: Any, marker: str) -> Any:
         return None
     try:
         return json.loads(text[len(marker):])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder goes
         return None
 
 

@@ -121,16 +121,20 @@ def test_the_session_kernel_killed_mid_cell_is_reported_and_the_cell_is_not_run_
 def test_the_pool_stopped_and_restarted_under_a_running_notebook(kernel, own_pool):
     name, state = own_pool()
     _km, kc = kernel(name)
-    reply, out = run(kc, "print('on the first pool')", timeout=120)
+    reply, out = run(kc, "built = 'on the first pool'\nprint(built)", timeout=120)
     assert reply["status"] == "ok" and text(out) == "on the first pool\n"
     first = _state_pid(state)
     assert _cli("pool", "stop", state=state).returncode == 0
-    # stopped: the next cell starts the user's pool again and says so in one line
-    reply, out = run(kc, "print('on the second pool')", timeout=120)
+    # stopped: the next cell starts the user's pool again and says so in one line, then what was lost
+    reply, out = run(kc, "print('on the second pool')\nprint('built' in dir())", timeout=120)
     assert reply["status"] == "ok", reply
-    assert "on the second pool" in text(out)
+    assert text(out).endswith("on the second pool\nFalse\n")
     notice = text(out, "stderr")
     assert len([line for line in notice.splitlines() if "stopped or restarted" in line]) == 1
+    lost = [line for line in notice.splitlines() if "lost its state" in line]
+    assert len(lost) == 1 and "%aca_replay" in lost[0] and "1 cell(s)" in lost[0], notice
+    assert "the local session pool it ran on was replaced by a new one" in lost[0] and "recycled" not in lost[0]
+    assert notice.index("stopped or restarted;") < notice.index("lost its state")
     second = _state_pid(state)
     assert second != first and _pools_in(state) == [second]
     # replaced by another command while the notebook runs: the notebook follows
@@ -139,6 +143,7 @@ def test_the_pool_stopped_and_restarted_under_a_running_notebook(kernel, own_poo
     third = _state_pid(state)
     reply, out = run(kc, "print('on the third pool')", timeout=120)
     assert reply["status"] == "ok" and "on the third pool" in text(out)
+    assert "replaced by a new one" in text(out, "stderr")
     assert _pools_in(state) == [third]
     # and %aca_new_session works there too
     reply, out = run(kc, "%aca_new_session")

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis): identifiers, file names and paths, multipart bodies.
+"""Property-based tests (hypothesis): identifiers, file names and paths, multipart bodies, the rich envelope.
 
 The pure properties run hundreds of examples; those that talk to the shared pool are bounded (a few dozen
 requests each) so the suite stays quick. Whatever is generated, the pool answers with the service's JSON
@@ -7,10 +7,13 @@ error or the right result, never a 5xx, and a name that is stored reads back byt
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import string
+import types
 import uuid
+from functools import cache
 from urllib.parse import quote
 
 import pytest
@@ -24,6 +27,7 @@ from aca_kernel.emulator import errors
 from aca_kernel.emulator.files import normalize_name
 from aca_kernel.emulator.routes import IDENTIFIER_RE
 from aca_kernel.emulator.tree import disk_name, display_name
+from aca_kernel.notebook import _runtime
 
 pytestmark = pytest.mark.emulator_only
 
@@ -226,3 +230,115 @@ def test_any_multipart_body_is_stored_or_refused_never_a_5xx(pool, case, version
 
 def _v2_path(entry: dict) -> str:
     return f"{entry['directory']}/{entry['name']}" if entry.get("directory") else entry["name"]
+
+
+# -- the rich envelope codec -------------------------------------------------------------------------------
+
+@cache
+def _session_side() -> types.ModuleType:
+    """The session runtime's code as a session runs it (one namespace), for its Recorder and envelope."""
+    module = types.ModuleType("session_runtime_under_test")
+    exec(compile(_runtime._SOURCE, "<session runtime>", "exec"), module.__dict__)
+    return module
+
+
+# any text a cell can produce, lone surrogates (surrogateescape'd bytes) included
+any_text = st.text(st.characters(blacklist_categories=()), max_size=60)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64) | st.floats(allow_nan=False) | any_text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4), max_leaves=12)
+mime_bundles = st.dictionaries(st.sampled_from(["text/plain", "text/html", "image/png", "application/json",
+                                                "application/vnd.jupyter.widget-view+json"]) | any_text,
+                               json_values, max_size=3)
+records = st.one_of(
+    st.fixed_dictionaries({"output_type": st.just("stream"), "name": st.sampled_from(["stdout", "stderr"]),
+                           "text": any_text}),
+    st.fixed_dictionaries({"output_type": st.just("display_data"), "data": mime_bundles,
+                           "metadata": st.dictionaries(any_text, json_values, max_size=2)},
+                          optional={"transient": st.fixed_dictionaries({"display_id": any_text})}),
+    st.fixed_dictionaries({"output_type": st.just("execute_result"), "data": mime_bundles, "metadata": st.just({}),
+                           "execution_count": st.integers(0, 10**6)}),
+    st.fixed_dictionaries({"output_type": st.just("error"), "ename": any_text, "evalue": any_text,
+                           "traceback": st.lists(any_text, max_size=3)}),
+    st.fixed_dictionaries({"output_type": st.sampled_from(_runtime.COMM_KINDS), "comm_id": any_text,
+                           "data": json_values}),
+)
+# the forms in which the service may hand the call's value back: as is, or quoted and escaped (repr, JSON)
+quotings = st.sampled_from([lambda s: s, repr, json.dumps])
+
+
+class _Failed:
+    """A failed cell as IPython reports it to the runtime (``ExecutionResult``)."""
+
+    success, error_before_exec, result = False, None, None
+
+    def __init__(self, ename: str, evalue: str) -> None:
+        self.error_in_exec = type(ename, (Exception,), {})(evalue)
+
+
+@PURE
+@given(st.lists(records, max_size=6), st.integers(0, 10**6), st.booleans(),
+       st.one_of(st.none(), st.tuples(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True), any_text,
+                                      st.lists(any_text, max_size=3))), quotings)
+def test_an_envelope_reads_back_as_the_session_made_it(outputs, count, truncated, failure, quote_as):
+    side = _session_side()
+    rec = side.Recorder(10**9)
+    for record in outputs:
+        assert rec.add(record, 1)
+    rec.truncated = truncated
+    ip, result = None, None
+    if failure is not None:
+        ip, result = types.SimpleNamespace(_last_traceback=failure[2]), _Failed(failure[0], failure[1])
+    text = side._finish(ip, rec, result, {"count": count}, None, returning=False)
+    env = _runtime.parse_envelope(quote_as(text))
+    assert env is not None
+    assert env.outputs == outputs and env.count == count and env.truncated is truncated
+    if failure is None:
+        assert env.status == "ok" and env.error is None
+    else:
+        assert env.status == "error"
+        assert env.error == {"ename": failure[0], "evalue": failure[1], "traceback": failure[2]}
+
+
+def _envelope_text(outputs: list) -> str:
+    side = _session_side()
+    rec = side.Recorder(10**9)
+    for record in outputs:
+        rec.add(record, 1)
+    return side._finish(None, rec, None, {"count": 1}, None, returning=False)
+
+
+@st.composite
+def garbled_values(draw):
+    """Anything a broken or hostile service might return where the envelope belongs."""
+    kind = draw(st.sampled_from(["text", "marked", "mutated", "deep", "expression", "other"]))
+    if kind == "text":
+        value = draw(any_text)
+    elif kind == "marked":
+        value = draw(st.sampled_from([_runtime.MARKER, _runtime.REPLY_MARKER, _runtime.MISSING, "@"])) \
+            + draw(any_text)
+    elif kind == "mutated":  # a real envelope cut, or with characters changed or inserted
+        value = _envelope_text(draw(st.lists(records, max_size=3)))
+        i = draw(st.integers(0, len(value)))
+        value = draw(st.sampled_from([value[:i], value[:i] + draw(any_text) + value[i + 1:],
+                                      value[:i] + draw(any_text) + value[i:]]))
+    elif kind == "deep":  # nesting past any recursion limit, in JSON
+        n = draw(st.sampled_from([5_000, 100_000]))
+        value = _runtime.MARKER + draw(st.sampled_from(['{"v": 2, "outputs": ' + "[" * n, "[" * n + "]" * n,
+                                                        '{"a":' * n + "1" + "}" * n]))
+    elif kind == "expression":  # looks quoted, but is a Python expression (the service's repr is a literal)
+        n = draw(st.sampled_from([10, 1_000, 100_000]))
+        value = draw(st.sampled_from(["'@' + " + "-" * n + "1 + '@'", "'@' + " + "(" * n + "1" + ")" * n + "+'@'",
+                                      "'@' + '" + "\\N{" * 3 + "'", "'@'['@']'", "\"@\" if 1 else 'x'\""]))
+    else:
+        return draw(st.one_of(json_values, st.binary(max_size=20)))
+    return draw(quotings)(value)
+
+
+@PURE
+@given(garbled_values())
+def test_a_garbled_envelope_is_none_or_an_envelope_never_an_exception(value):
+    env = _runtime.parse_envelope(value)
+    assert env is None or isinstance(env, _runtime.Envelope)
+    assert _runtime.parse_reply(value) is None or isinstance(_runtime.parse_reply(value), dict)
+    _runtime.is_missing(value)
