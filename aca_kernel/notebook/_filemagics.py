@@ -35,6 +35,7 @@ from .._folders import (
     HIDDEN_DIR,
     TreeResult,
     download_tree,
+    upload_checked,
     upload_tree,
     walk_local,
     walk_remote,
@@ -295,7 +296,7 @@ class FileMagics(Magics):
 
         def send(bar: Any) -> Any:
             with local.open("rb") as fh:
-                return state.client.upload_file(fh, name, path=folder or None, progress=bar)
+                return upload_checked(state.client, fh, name, path=folder or None, progress=bar)
 
         self._run(f"upload {name}", size, send)
         state.touch()
