@@ -174,9 +174,12 @@ def test_a_new_session_is_served_from_the_cache_and_replay_reinstalls(pip_shell,
     result, _ = cell(pip_shell, f"%aca import {PURE}")
     assert type(result.error_in_exec).__name__ == "ModuleNotFoundError"
     pip_calls.clear()
-    with capture_output() as cap:
-        report = state.reinstall_packages(pip_shell)
-    assert report is not None and "from the cache" in repr(report)
+    # %aca_replay (its plan, then --yes) installs it again, before it re-runs any cell
+    _, cap = cell(pip_shell, "%aca_replay")
+    assert "reinstall 1 package(s) installed with %aca_pip" in cap.stdout
+    result, cap = cell(pip_shell, "%aca_replay --yes")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert any(ln.startswith(PURE) and "from the cache" in ln for ln in report_of(cap).splitlines()), report_of(cap)
     assert pip_calls == []  # no resolution, no download: the recorded wheel came from the cache
     assert remote_value(pip_shell, f"import {PURE}; print({PURE}.intcomma(1234567))") == "1,234,567"
     # A second install in yet another session: resolved again, but the wheel is not downloaded again.
