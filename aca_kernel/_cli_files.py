@@ -102,10 +102,12 @@ def _files_put(client: SessionsClient, args: argparse.Namespace) -> None:
     if args.recursive:
         _put_tree(client, args)
         return
+    from aca_kernel._folders import upload_checked
+
     source = Path(args.local)
     remote = args.remote or source.name
     with _transfer_bar(args, source.stat().st_size, f"upload {remote}") as bar:
-        info = client.upload_file(source, remote, progress=bar)
+        info = upload_checked(client, source, remote, progress=bar)
     _note(f"uploaded {source} to /mnt/data/{info.path}")
 
 

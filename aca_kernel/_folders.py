@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._config import RECURSIVE_API_VERSIONS, V1_API_VERSIONS
 from ._exceptions import NotSupportedError, ResourceNotFoundError
+from ._validation import split_remote_name
 
 if TYPE_CHECKING:
     from ._client import SessionsClient
@@ -51,6 +52,7 @@ __all__ = [
     "sha256_file",
     "snippet",
     "sync_tree",
+    "upload_checked",
     "upload_tree",
     "walk_local",
     "walk_remote",
@@ -329,6 +331,20 @@ def _run_parallel(items: Sequence[Any], work: Callable[[Any], int], result: Tree
     return result
 
 
+def upload_checked(client: SessionsClient, source: Any, remote: str, *, path: str | None = None,
+                   progress: Progress | None = None) -> RemoteFile:
+    """``client.upload_file(source, remote, path=path)``, then the check every upload makes: the service stored
+    the file under the name it was sent. 2024-02-02-preview keeps folders only in the file name, and the service's
+    handling of such names is undocumented; if it dropped them, NotSupportedError says so in one line."""
+    info = client.upload_file(source, remote, path=path, progress=progress)
+    target = join(*split_remote_name(remote, path))
+    if info.path != target:
+        raise NotSupportedError(
+            f"The service stored {target!r} as {info.path!r}: it keeps no folders in file names on "
+            f"api-version {client.api_version}. Use api-version 2024-10-02-preview or later for folders.")
+    return info
+
+
 def upload_tree(client: SessionsClient, files: Sequence[LocalFile], folder: str, *,
                 progress: Progress | None = None, result: TreeResult | None = None) -> TreeResult:
     """Upload ``files`` to /mnt/data/``folder``/``rel``, keeping their relative paths."""
@@ -338,11 +354,7 @@ def upload_tree(client: SessionsClient, files: Sequence[LocalFile], folder: str,
     def send(item: LocalFile) -> int:
         target = join(folder, item.rel)
         with item.path.open("rb") as fh:
-            info = client.upload_file(fh, target, progress=agg.for_file(item.rel))
-        if info.path != target:
-            raise NotSupportedError(
-                f"The service stored {target!r} as {info.path!r}: it keeps no folders in file names on "
-                f"api-version {client.api_version}. Use api-version 2024-10-02-preview or later for folders.")
+            upload_checked(client, fh, target, progress=agg.for_file(item.rel))
         return item.size
 
     return _run_parallel(files, send, result, lambda item: item.rel)

@@ -16,6 +16,7 @@ import functools
 import json
 import logging
 import re
+import sys
 import threading
 import time
 import uuid
@@ -44,6 +45,13 @@ _KERNEL_LINE = re.compile(
     r"^%(aca\w*|load_ext\s+aca_sessions|reload_ext\s+aca_sessions|unload_ext\s+aca_sessions|"
     r"config\s+(ACASettings|ACAKernel)\b.*$)"
 )
+
+
+def _uploads_wait() -> contextlib.AbstractContextManager[None]:
+    """Browser upload widgets of this kernel shown busy while a remote cell runs: their chunks cannot arrive
+    meanwhile, and IPython's execute events, which they watch, do not fire for a remote cell."""
+    chunked = sys.modules.get("aca_kernel.notebook._widgets._chunked")  # not imported: no such widget here
+    return chunked.busy() if chunked is not None else contextlib.nullcontext()
 
 
 def _route(code: str) -> tuple[str, str]:
@@ -260,7 +268,8 @@ class ACAKernel(IPythonKernel):
             with self._silenced() if silent else contextlib.nullcontext():
                 return await super().do_execute(body, silent, store_history, user_expressions, allow_stdin,
                                                 cell_meta=cell_meta, cell_id=cell_id)
-        return self._execute_remote(code, store_history, user_expressions or {}, refuse=where == "mixed")
+        with _uploads_wait():
+            return self._execute_remote(code, store_history, user_expressions or {}, refuse=where == "mixed")
 
     def _send(self, msg_type: str, content: dict[str, Any]) -> None:
         if msg_type in COMM_KINDS:  # a widget made in the session (its buffers go as binary frames)

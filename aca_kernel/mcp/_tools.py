@@ -149,8 +149,10 @@ class AgentTools:
                 raise InvalidArgumentError(f"content_base64 is not valid base64 ({exc}).") from exc
         else:
             source = str(content_text).encode("utf-8")
+        from .._folders import upload_checked
+
         state = self._state(session)
-        info = state.client.upload_file(source, remote_path)
+        info = upload_checked(state.client, source, remote_path)
         state.touch()
         return ToolResult.text(f"Uploaded to /mnt/data/{info.path} ({_size(info.size)}).")
 

@@ -35,6 +35,7 @@ from .._folders import (
     HIDDEN_DIR,
     TreeResult,
     download_tree,
+    upload_checked,
     upload_tree,
     walk_local,
     walk_remote,
@@ -116,9 +117,11 @@ def shell_split(line: str) -> list[str]:
         raise UsageError(f"Cannot read the arguments ({exc}): close the quote, or escape it with \\.") from None
 
 
-def parse_args(magic: Callable[..., Any], line: str) -> Any:
-    """``parse_argstring`` with shell-style splitting (IPython's own splitting keeps the quotes)."""
-    return magic.parser.parse_args(shell_split(line))  # type: ignore[attr-defined]
+def parse_args(magic: Callable[..., Any], line: str, *, intermixed: bool = False) -> Any:
+    """``parse_argstring`` with shell-style splitting (IPython's own splitting keeps the quotes); ``intermixed``
+    lets options stand between positional arguments (``install -U pkg``), as pip's own command line does."""
+    parser = magic.parser  # type: ignore[attr-defined]
+    return (parser.parse_intermixed_args if intermixed else parser.parse_args)(shell_split(line))
 
 
 def service_failure(exc: BaseException) -> NoReturn:
@@ -293,7 +296,7 @@ class FileMagics(Magics):
 
         def send(bar: Any) -> Any:
             with local.open("rb") as fh:
-                return state.client.upload_file(fh, name, path=folder or None, progress=bar)
+                return upload_checked(state.client, fh, name, path=folder or None, progress=bar)
 
         self._run(f"upload {name}", size, send)
         state.touch()
@@ -484,6 +487,8 @@ class FileMagics(Magics):
               help="install from a requirements file (repeatable)")
     @argument("--remote", action="store_true",
               help="run pip in the session itself (for pools with outbound network)")
+    @argument("-U", "--upgrade", action="store_true",
+              help="upgrade the named packages to the newest matching version, even when the session has them")
     @argument("--no-cache", action="store_true", help="download wheels again instead of using the cache here")
     @argument("--session", "-s", default=None, help="named session (default: the current one)")
     @line_magic
@@ -491,7 +496,7 @@ class FileMagics(Magics):
         """Install packages in the session: wheels are resolved and downloaded here, then installed there."""
         from . import _pip
 
-        args = parse_args(self.aca_pip, line)
+        args = parse_args(self.aca_pip, line, intermixed=True)
         if args.action == "cache":
             print(_pip.cache_summary(purge="purge" in args.specs))
             return
@@ -506,7 +511,7 @@ class FileMagics(Magics):
                 raise UsageError(f"No requirements file {req} on this machine.")
         try:
             _pip.install(self.shell, state, args.specs, [Path(r).expanduser() for r in args.requirement],
-                         remote=args.remote, use_cache=not args.no_cache)
+                         remote=args.remote, use_cache=not args.no_cache, upgrade=args.upgrade)
         except UsageError:
             raise
         except Exception as exc:

@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.version import InvalidVersion, Version
+
 from .._folders import HIDDEN_DIR, LocalFile, run_json_snippet, snippet, upload_tree
 from .._progress import format_bytes as human_size
 from .._validation import MAX_UPLOAD_BYTES
@@ -213,9 +216,77 @@ class Wheel:
         return self.path.stat().st_size if self.path is not None and self.path.is_file() else None
 
 
-def resolve(env: SessionPython, specs: list[str], requirements: list[Path]) -> list[Wheel]:
-    """pip's resolution of ``specs`` for the session's tags; what the session has is pinned as constraints."""
-    named = {canonical(re.split(r"[\s\[<>=!~;@(]", s.strip(), maxsplit=1)[0]) for s in specs}
+def _requirement(text: str) -> Requirement | None:
+    """``text`` as a requirement specifier (``name[extras] <spec>; marker``); None for a path, URL or option."""
+    try:
+        return Requirement(text)
+    except InvalidRequirement:
+        return None
+
+
+def _request_name(text: str) -> str:
+    """The canonical distribution name a command-line or requirements-file entry asks for (best effort)."""
+    req = _requirement(text)
+    if req is not None:
+        return canonical(req.name)
+    base = unquote(urlparse(text).path).rsplit("/", 1)[-1]
+    if base.endswith(".whl"):  # a wheel file or URL: its name is the file name's first part
+        return canonical(base.split("-", 1)[0])
+    return canonical(re.split(r"[\s\[<>=!~;@(]", text.strip(), maxsplit=1)[0])
+
+
+def _file_entries(path: Path, seen: set[Path] | None = None) -> list[str]:
+    """The requirements of a requirements file as pip reads them: comments and continuations handled, nested
+    ``-r`` files followed, other options left out; an editable (``-e``) is kept as an entry of its own."""
+    seen = set() if seen is None else seen
+    if path.resolve() in seen or not path.is_file():
+        return []
+    seen.add(path.resolve())
+    entries: list[str] = []
+    for line in re.sub(r"\\\n", "", path.read_text(errors="replace")).splitlines():
+        line = re.sub(r"(^|\s)#.*", "", line).strip()
+        option = re.match(r"(-r|--requirement)(\s+|=)(\S+)$|(-e|--editable)(\s+|=)(\S+)$", line)
+        if option and option.group(3):
+            entries += _file_entries(path.parent / option.group(3), seen)
+        elif option:
+            entries.append(option.group(6))
+        elif line and not line.startswith("-"):
+            entries.append(line)
+    return entries
+
+
+def _satisfied(req: Requirement | None, installed: str | None) -> bool:
+    """The session's installed version satisfies ``req`` (pip: "Requirement already satisfied")."""
+    if req is None or req.url or installed is None:
+        return False
+    try:
+        return req.specifier.contains(Version(installed), prereleases=True)
+    except InvalidVersion:
+        return False
+
+
+def _classify(env: SessionPython, specs: list[str], requirements: list[Path], *,
+             upgrade: bool = False) -> tuple[set[str], list[Wheel]]:
+    """What is asked for, against what the session has: the names whose pin must be released (not installed at a
+    satisfying version, or ``upgrade``), and the session's distributions that already satisfy every request of
+    theirs (without extras: those can need more), as rows of the report."""
+    entries = list(specs) + [e for r in requirements for e in _file_entries(r)]
+    released: set[str] = set()
+    kept: dict[str, Wheel] = {}
+    for text in entries:
+        name, req = _request_name(text), _requirement(text)
+        if upgrade or not _satisfied(req, env.dists.get(name)):
+            released.add(name)
+        elif not req.extras:
+            kept.setdefault(name, Wheel(req.name, env.dists[name], "", "", requested=True, had=env.dists[name]))
+    return released, [w for name, w in kept.items() if name not in released]
+
+
+def resolve(env: SessionPython, specs: list[str], requirements: list[Path], *,
+            upgrade: bool = False) -> list[Wheel]:
+    """pip's resolution of ``specs`` for the session's tags; what the session has is pinned as constraints, except
+    what a request names at a version the session does not have (or everything named, with ``upgrade``)."""
+    named, _ = _classify(env, specs, requirements, upgrade=upgrade)
     with tempfile.TemporaryDirectory(prefix="aca-pip-") as tmp:
         constraints = Path(tmp, "session.txt")
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(env.dists.items())
@@ -416,14 +487,19 @@ def _status_line(text: str) -> None:
 # --- install -----------------------------------------------------------------------------------------------------
 
 def install(shell: Any, state: SessionState, specs: list[str], requirements: list[Path], *, remote: bool = False,
-            use_cache: bool = True) -> PipReport:
+            use_cache: bool = True, upgrade: bool = False) -> PipReport:
     """``%aca_pip install``: see the module docstring."""
     env = SessionPython.probe(state)
     if remote:
-        return _install_remote(state, env, specs, requirements)
+        return _install_remote(state, env, ["--upgrade", *specs] if upgrade else specs, requirements)
+    released, satisfied = _classify(env, specs, requirements, upgrade=upgrade)
+    if not released and satisfied:  # like pip: "Requirement already satisfied", without asking the index
+        report = _install_wheels(shell, state, env, satisfied)
+        _show(report)
+        return report
     _status_line(f"Resolving {' '.join(specs + [f'-r {r.name}' for r in requirements])} for the session's Python "
                  f"{env.version} ({env.interpreter}, {env.platform})…")
-    wheels = resolve(env, specs, requirements)
+    wheels = resolve(env, specs, requirements, upgrade=upgrade)
     fetch(wheels, env, use_cache=use_cache)
     report = _install_wheels(shell, state, env, wheels)
     _show(report)
@@ -448,14 +524,23 @@ def _install_wheels(shell: Any, state: SessionState, env: SessionPython, wheels:
     rows = []
     for w in sorted(wheels, key=lambda w: (not w.requested, canonical(w.name))):
         if not w.needed:
-            status = "already in the session"
+            status = "already satisfied"
         else:
-            verb = f"upgraded from {w.had}" if w.had else "installed"
+            verb = f"{_change(w.had, w.version)} from {w.had}" if w.had else "installed"
             status = f"{verb} ({'from the cache' if w.source == 'cache' else w.source})"
         rows.append((w.name, w.version, status, human_size(w.size) if w.needed else ""))
     if not rows:
         notes.append("Nothing to install.")
+    elif not needed:
+        notes.append("Nothing to install: the session already has every package at a satisfying version.")
     return PipReport(rows, notes)
+
+
+def _change(had: str, version: str) -> str:
+    try:
+        return "downgraded" if Version(version) < Version(had) else "upgraded"
+    except InvalidVersion:
+        return "replaced"
 
 
 def _upload_wheels(shell: Any, state: SessionState, wheels: list[Wheel]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import uuid
@@ -60,6 +61,22 @@ class GatedTransport(httpx.HTTPTransport):
 
     def release(self) -> None:
         self._gate.set()
+
+
+class FlattensFolders(httpx.HTTPTransport):
+    """Fault injection: a 2024-02-02-preview service that drops the folders of an uploaded file's name.
+
+    That version carries folders in the multipart file name and its handling of such names is undocumented; the
+    local pool keeps them. This transport strips them from the upload's file name before the request goes on to
+    the real local pool, which then stores (and reports) the file at the top of /mnt/data.
+    """
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/files/upload"):
+            body = re.sub(rb'filename="[^"]*/([^"/]*)"', rb'filename="\1"', request.read(), count=1)
+            headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "content-length"]
+            request = httpx.Request(request.method, request.url, headers=headers, content=body)
+        return super().handle_request(request)
 
 
 @pytest.fixture

@@ -74,8 +74,10 @@ def test_folder_mistakes_are_usage_errors(shell, tmp_path: Path) -> None:
             shell.run_line_magic(magic, line)
 
 
-def test_sync_sends_only_what_changed(shell, monkeypatch, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_sync_sends_only_what_changed(shell, monkeypatch, tmp_path: Path, version: str) -> None:
     """200 small files; one changes: one is sent. An unchanged re-sync sends nothing."""
+    reload_extension(shell, monkeypatch, ACA_API_VERSION=version)
     proj = tmp_path / "project"
     for i in range(200):
         path = proj / f"pkg{i % 5}" / f"módulo_{i}.py"
@@ -93,7 +95,9 @@ def test_sync_sends_only_what_changed(shell, monkeypatch, tmp_path: Path) -> Non
     assert "Would sync" in run(shell, "%aca_sync project -n") and "nothing to do" in run(shell, "%aca_sync -n project")
 
 
-def test_sync_delete_and_down(shell, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", VERSIONS)
+def test_sync_delete_and_down(shell, monkeypatch, tmp_path: Path, version: str) -> None:
+    reload_extension(shell, monkeypatch, ACA_API_VERSION=version)
     make_tree(tmp_path / "proj")
     run(shell, "%aca_sync proj")
     client = client_of(shell)

@@ -10,7 +10,7 @@ import pytest
 from IPython.core.error import UsageError
 from IPython.utils.capture import capture_output
 
-from .conftest import V2, client_of, reload_extension
+from .conftest import V2, FlattensFolders, client_of, reload_extension
 
 
 def test_upload_ls_download_rm_round_trip(shell, tmp_path: Path) -> None:
@@ -55,6 +55,26 @@ def test_folders_on_v2(shell, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         shell.run_line_magic("aca_rm", "sub/x.txt sub/renamed.txt")
     assert (out / "renamed.txt").read_text() == "hello"
     assert list(shell.run_line_magic("aca_ls", "sub")) == []
+
+
+@pytest.mark.parametrize("line", ["x.txt sub/", "x.txt sub/renamed.txt", "-r folder"])
+def test_an_upload_whose_folders_the_service_dropped_says_so(shell, tmp_path: Path, line: str) -> None:
+    """Fault injection (FlattensFolders): every upload checks the name the service stored it under."""
+    from aca_kernel.notebook._context import get_context
+
+    get_context(shell).transport = FlattensFolders()
+    (tmp_path / "x.txt").write_text("hello")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x.txt").write_text("hello")
+    with capture_output():
+        shell.run_line_magic("aca_upload", "x.txt")  # nothing to drop: stored as sent
+    with capture_output() as cap:
+        result = shell.run_cell(f"%aca_upload {line}")
+    exc = result.error_in_exec
+    assert type(exc).__name__ == "NotSupportedError", cap.stdout + cap.stderr
+    [shown] = exc._render_traceback_()
+    assert "keeps no folders in file names" in shown and "2024-10-02-preview or later" in shown
+    assert "Traceback" not in cap.stdout + cap.stderr
 
 
 def test_user_mistakes_are_usage_errors(shell, tmp_path: Path) -> None:

@@ -7,7 +7,11 @@ Packages: humanize (pure Python) and mmh3 (compiled wheels), neither in the sess
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -77,12 +81,89 @@ def test_install_pure_and_compiled_then_import(pip_shell, pip_calls) -> None:
     assert "--python-version" in dry_run and "--implementation" in dry_run
     # The wheels went through the hidden folder and were removed after the install; nothing shows.
     assert list(pip_shell.run_line_magic("aca_ls", "")) == []
-    # The same set again: the session has it, nothing is uploaded or downloaded.
+    # The same set again: the session has it, nothing is resolved, uploaded or downloaded.
     pip_calls.clear()
     result, cap = cell(pip_shell, f"%aca_pip install {PURE} {COMPILED}")
     assert result.error_in_exec is None
-    assert report_of(cap).count("already in the session") == 2
-    assert [c[0] for c in pip_calls] == ["install"]
+    assert report_of(cap).count("already satisfied") == 2
+    assert pip_calls == []
+
+
+def make_wheel(folder: Path, name: str, version: str) -> Path:
+    """A minimal pure-Python wheel of ``name`` whose module holds ``VERSION``."""
+    module, dist = name.replace("-", "_"), f"{name.replace('-', '_')}-{version}"
+    files = {f"{module}/__init__.py": f"VERSION = {version!r}\n",
+             f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+
+    def digest(text: str) -> str:
+        return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+
+    record = "".join(f"{path},sha256={digest(text)},{len(text.encode())}\n" for path, text in files.items())
+    record += f"{dist}.dist-info/RECORD,,\n"
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for path, text in {**files, f"{dist}.dist-info/RECORD": record}.items():
+            zf.writestr(path, text)
+    return wheel
+
+
+@pytest.fixture
+def probe_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package ``aca-probe`` in versions 1.0 and 2.0, on a find-links folder that pip here also reads."""
+    links = tmp_path / "links"
+    links.mkdir()
+    for version in ("1.0", "2.0"):
+        make_wheel(links, "aca-probe", version)
+    monkeypatch.setenv("PIP_FIND_LINKS", f"{os.environ.get('PIP_FIND_LINKS', '')} {links}".strip())
+    return "aca-probe"
+
+
+def test_what_the_session_has_at_a_satisfying_version_is_kept(pip_shell, pip_calls, probe_index, tmp_path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from aca_kernel.notebook import _pip
+
+    uploaded: list[str] = []
+    real_upload = _pip._upload_wheels
+    monkeypatch.setattr(_pip, "_upload_wheels", lambda shell, state, wheels: (
+        uploaded.extend(w.filename for w in wheels), real_upload(shell, state, wheels))[-1])
+
+    def session_version() -> str:
+        return remote_value(pip_shell, "import importlib.metadata as m; print(m.version('aca-probe'))")
+
+    result, cap = cell(pip_shell, "%aca_pip install aca-probe==1.0")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert uploaded == ["aca_probe-1.0-py3-none-any.whl"] and session_version() == "1.0"
+    # The session has 1.0, which satisfies these: nothing is resolved, downloaded or uploaded (pip: "Requirement
+    # already satisfied"), although the index has 2.0.
+    (tmp_path / "satisfied.txt").write_text("aca-probe>=1,<3  # kept\n")
+    for request in ("aca-probe", "'aca-probe>=0.5'", "-r satisfied.txt"):
+        pip_calls.clear()
+        uploaded.clear()
+        result, cap = cell(pip_shell, f"%aca_pip install {request}")
+        assert result.error_in_exec is None, cap.stdout + cap.stderr
+        table = report_of(cap)
+        assert any(ln.startswith("aca-probe") and "1.0" in ln and "already satisfied" in ln
+                   for ln in table.splitlines()), table
+        assert "Nothing to install" in table and pip_calls == [] and uploaded == []
+    assert session_version() == "1.0"
+    # What 1.0 does not satisfy is resolved as before: named on the command line, or in a requirements file (whose
+    # pin used to stay, a conflict), or refused when no version matches.
+    (tmp_path / "newer.txt").write_text("aca-probe>=2\n")
+    result, cap = cell(pip_shell, "%aca_pip install -r newer.txt")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert "upgraded from 1.0" in report_of(cap) and uploaded == ["aca_probe-2.0-py3-none-any.whl"]
+    assert session_version() == "2.0"
+    result, cap = cell(pip_shell, "%aca_pip install aca-probe==1.0")
+    assert result.error_in_exec is None and "downgraded from 2.0" in report_of(cap)
+    result, cap = cell(pip_shell, "%aca_pip install 'aca-probe>=3'")
+    assert result.error_in_exec is not None and "aca-probe>=3" in str(result.error_in_exec)
+    # -U releases the session's version like pip's --upgrade.
+    pip_calls.clear()
+    result, cap = cell(pip_shell, "%aca_pip install -U aca-probe")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert "upgraded from 1.0" in report_of(cap) and pip_calls[0][0] == "install"
+    assert session_version() == "2.0"
 
 
 def test_a_new_session_is_served_from_the_cache_and_replay_reinstalls(pip_shell, pip_calls) -> None:
@@ -97,9 +178,12 @@ def test_a_new_session_is_served_from_the_cache_and_replay_reinstalls(pip_shell,
     result, _ = cell(pip_shell, f"%aca import {PURE}")
     assert type(result.error_in_exec).__name__ == "ModuleNotFoundError"
     pip_calls.clear()
-    with capture_output() as cap:
-        report = state.reinstall_packages(pip_shell)
-    assert report is not None and "from the cache" in repr(report)
+    # %aca_replay (its plan, then --yes) installs it again, before it re-runs any cell
+    _, cap = cell(pip_shell, "%aca_replay")
+    assert "reinstall 1 package(s) installed with %aca_pip" in cap.stdout
+    result, cap = cell(pip_shell, "%aca_replay --yes")
+    assert result.error_in_exec is None, cap.stdout + cap.stderr
+    assert any(ln.startswith(PURE) and "from the cache" in ln for ln in report_of(cap).splitlines()), report_of(cap)
     assert pip_calls == []  # no resolution, no download: the recorded wheel came from the cache
     assert remote_value(pip_shell, f"import {PURE}; print({PURE}.intcomma(1234567))") == "1,234,567"
     # A second install in yet another session: resolved again, but the wheel is not downloaded again.

@@ -22,7 +22,7 @@ from conftest import wait_until
 from aca_kernel import SessionsClient
 from aca_kernel.widgets import FileBrowser
 
-from .conftest import V1, V2, FakeBrowser, GatedTransport
+from .conftest import V1, V2, FakeBrowser, FlattensFolders, GatedTransport
 
 
 def table_names(fb: FileBrowser) -> list[str]:
@@ -547,6 +547,25 @@ def test_service_413_is_shown_and_the_next_upload_works(pool, browsers) -> None:
     finally:
         client.close()
         real.close()
+
+
+def test_an_upload_whose_folders_the_service_dropped_says_so(pool, browsers, tmp_path: Path) -> None:
+    """Fault injection (FlattensFolders): every upload checks the name the service stored it under."""
+    client = SessionsClient(pool.endpoint, pool.token, api_version=V1, transport=FlattensFolders())
+    try:
+        fb = open_browser(browsers, client)
+        [reply] = upload_via_picker(fb, ("top.txt", b"fine"))  # nothing to drop: stored as sent
+        assert fb.wait() and reply["op"] == "done" and fb.status_kind == "ok"
+        [reply] = upload_via_picker(fb, ("sub/b.txt", b"x"))  # a file of a folder picked in the browser
+        assert fb.wait()
+        assert reply["op"] == "failed" and "stored 'sub/b.txt' as 'b.txt'" in reply["error"]
+        assert fb.status_kind == "error" and "2024-10-02-preview or later" in fb.status and "\n" not in fb.status
+        fb.navigate("sub")  # the same from the kernel's machine, into an open folder
+        (tmp_path / "c.txt").write_text("y")
+        upload_local(fb, tmp_path / "c.txt")
+        assert fb.wait() and fb.status_kind == "error" and "stored 'sub/c.txt' as 'c.txt'" in fb.status
+    finally:
+        client.close()
 
 
 def test_a_folder_path_on_v1_opens_that_folder(make_client, browsers) -> None:

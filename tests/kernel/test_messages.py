@@ -188,6 +188,19 @@ def test_local_widgets_and_session_widgets_both_work(kc):
     assert remote != local and "IntSlider" in res["content"]["data"]["text/plain"]
 
 
+def test_upload_widgets_are_busy_while_a_remote_cell_runs(kc):
+    """Their chunks cannot arrive meanwhile; without the flag a long remote cell made an upload give up."""
+    reply, _ = run(kc, "%%local\nfrom aca_kernel.notebook._widgets._chunked import ChunkedUpload\n"
+                       "picker = ChunkedUpload(lambda incoming: None)\nseen = []\n"
+                       "picker.observe(lambda change: seen.append(change['new']), names='kernel_busy')")
+    assert reply["status"] == "ok"
+    reply, _ = run(kc, "import time\ntime.sleep(0.2)")
+    assert reply["status"] == "ok"
+    _, out = run(kc, "%%local\nprint(seen, picker.kernel_busy)")
+    # the remote cell set and cleared it; then this local cell set it through IPython's pre_execute
+    assert text(out) == "[True, False, True] True\n"
+
+
 def test_service_timeout_is_an_error_that_says_so(kc):
     reply, out = run(kc, "%%aca --timeout 2\nimport time\ntime.sleep(8)")
     assert reply["status"] == "error" and reply["ename"] == "TimeoutError"

@@ -46,6 +46,8 @@ _STYLE = """<style>
   overflow: hidden; text-overflow: ellipsis; }
 .aca-file-browser .aca-files-title .aca-nowrap { white-space: nowrap; }
 .aca-file-browser .aca-cell { overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.aca-file-browser .aca-cell-box, .aca-file-browser .aca-cell-box > .widget-html-content {
+  min-width: 0; overflow: hidden; }
 .aca-file-browser .aca-sort { font-weight: bold; }
 .aca-file-browser .aca-sort-size { justify-content: flex-end; text-align: right; }
 .aca-file-browser .aca-upload { border-top: 1px solid var(--jp-border-color2, #e0e0e0); margin-top: 6px;
@@ -390,6 +392,9 @@ class FileBrowser(w.VBox):
         modified = w.HTML(f"<div class='aca-cell'>{html.escape(format_time(entry.last_modified))}</div>")
         label = html.escape(type_label(entry))
         kind = w.HTML(f"<div class='aca-cell' title='{label}'>{label}</div>", layout=w.Layout(min_width="0"))
+        # The HTML widget's content box would grow to the text's width and clip it without the ellipsis
+        # (a flex item keeps min-width: auto): .aca-cell-box lets it shrink to the column, so .aca-cell cuts.
+        kind.add_class("aca-cell-box")
         row = [name, size, modified, kind]
         self._row_widgets.extend(row)
         return row

@@ -19,18 +19,20 @@ kernel  -> browser  {op: "done", id, path, size} | {op: "failed", id, error} | {
 ```
 
 Comm messages from the browser are handled on the kernel's shell thread, so while a cell runs none arrive;
-``kernel_busy`` (set around every execution) lets the browser say so instead of looking stuck.
+``kernel_busy`` (set around every execution: IPython's execute events, and ``busy()`` around the ACA Sessions
+kernel's remote cells, which do not fire them) lets the browser say so instead of looking stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +165,16 @@ def _set_busy(value: bool) -> None:
             widget.kernel_busy = value
         except Exception:  # a closed widget: nothing to tell
             logger.debug("could not update kernel_busy", exc_info=True)
+
+
+@contextlib.contextmanager
+def busy() -> Iterator[None]:
+    """``kernel_busy`` on every upload widget for the block: a cell that IPython's execute events do not cover."""
+    _set_busy(True)
+    try:
+        yield
+    finally:
+        _set_busy(False)
 
 
 def _watch_executions() -> None:

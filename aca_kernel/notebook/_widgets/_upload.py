@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as w
 
-from ..._folders import upload_tree, walk_local
+from ..._folders import upload_checked, upload_tree, walk_local
 from ..._validation import MAX_UPLOAD_BYTES
 from ._chunked import ChunkedUpload, Incoming, UploadCancelled
 from ._format import MOUNT, error_message, human_size, join_remote, split_remote
@@ -63,7 +63,7 @@ class UploadPanel(w.VBox):
     def _browser_worker(self, incoming: Incoming, folder: str, name: str, remote: str) -> None:
         self._begin()
         try:
-            self._host.client.upload_file(incoming.stream, name, path=folder or None)
+            upload_checked(self._host.client, incoming.stream, name, path=folder or None)
         except UploadCancelled:
             self._picker.finish_cancelled(incoming)
             self._host.show_status(f"Upload of {remote} cancelled; nothing was stored.", "info")
@@ -121,7 +121,7 @@ class UploadPanel(w.VBox):
         self._begin()
         try:
             with self._host.transfers.track(f"⬆ {local.name}", size, done="uploaded") as row, local.open("rb") as fh:
-                self._host.client.upload_file(fh, local.name, path=self._host.remote_path(), progress=row)
+                upload_checked(self._host.client, fh, local.name, path=self._host.remote_path(), progress=row)
         finally:
             self._end()
         self._host.show_status(f"Uploaded {local.name} ({human_size(size)}) to {MOUNT}/{remote}", "ok")
