@@ -69,7 +69,8 @@ def emit(kern: Any, msg_type: str, content: dict[str, Any], parent: dict[str, An
     if msg_type in COMM_KINDS:
         metadata = content.pop("metadata", None) or {}
         buffers = [base64.b64decode(b) for b in content.pop("buffers", None) or ()]
-        state = content.get("data", {}).get("state")
+        data = content.get("data")
+        state = data.get("state") if isinstance(data, dict) else None
         if isinstance(state, dict) and state.get("msg_id") == PARENT:
             content["data"] = {**content["data"], "state": {**state, "msg_id": (parent.get("header") or {}).get(
                 "msg_id", "")}}
@@ -118,9 +119,9 @@ class _Link:
     buffers: dict[tuple[Any, ...], str] = field(default_factory=dict)  # state path -> base64 buffer
 
 
-def _track(link: _Link, data: dict[str, Any], buffers: list[str]) -> None:
+def _track(link: _Link, data: Any, buffers: list[str]) -> None:
     """Fold a state (an open, an update, an echo) into what a reloaded page is told."""
-    state = data.get("state")
+    state = data.get("state") if isinstance(data, dict) else None
     if not isinstance(state, dict) or data.get("method") not in (None, "update", "echo_update"):
         return
     paths = [tuple(p) for p in data.get("buffer_paths") or () if isinstance(p, list) and p]
@@ -189,8 +190,9 @@ class _Forwarder:
 
 
 def _plain_update(item: dict[str, Any]) -> bool:
-    data = item.get("data") or {}
-    return (item["kind"] == "msg" and data.get("method") == "update" and not item["buffers"]
+    data = item.get("data")
+    return (item["kind"] == "msg" and isinstance(data, dict) and data.get("method") == "update"
+            and not item["buffers"]
             and not data.get("buffer_paths") and isinstance(data.get("state"), dict))
 
 
@@ -242,7 +244,7 @@ class CommBridge:
         data, metadata, buffers = item.get("data"), item.get("metadata"), item.get("buffers")
         if kern is None or kind not in COMM_KINDS or not isinstance(remote, str):
             return None
-        data = data if isinstance(data, dict) else {}
+        data = {} if data is None else data  # any JSON: a comm's data need not be widget state
         buffers = [b for b in buffers if isinstance(b, str)] if isinstance(buffers, list) else []
         with self._lock:
             sess = self._current(state)
@@ -328,7 +330,7 @@ class CommBridge:
         with self._lock:
             if isinstance(content.get("data"), dict):
                 _track(link, content["data"], buffers)
-            data = _map_refs(content.get("data") or {}, sess.reverse())
+            data = _map_refs({} if content.get("data") is None else content["data"], sess.reverse())
         item = {"comm_id": link.remote_id, "kind": kind, "data": data, "metadata": msg.get("metadata") or {},
                 "buffers": buffers}
         sess.forwarder.submit(item, parent, link.runner, lambda batch: self._send(kern, sess, batch))

@@ -50,7 +50,7 @@ def _parent_msg_id():
 
 
 def _comm_data(data):
-    data = _clean(data or {})
+    data = _clean({} if data is None else data)  # any JSON, as ipykernel sends it (not only widget state)
     state = data.get("state") if isinstance(data, dict) else None
     if isinstance(state, dict) and state.get("msg_id") and state["msg_id"] == _parent_msg_id():
         state["msg_id"] = PARENT
@@ -65,7 +65,8 @@ def _record_comm(rec, msg_type, comm_id, data, metadata, buffers, keys):
         item["target_name"] = str(keys.get("target_name") or "")
         if keys.get("target_module"):
             item["target_module"] = str(keys["target_module"])
-    if msg_type == "comm_msg" and not item["buffers"] and data.get("method") == "update":
+    if (msg_type == "comm_msg" and not item["buffers"] and isinstance(data, dict)
+            and data.get("method") == "update"):
         with rec.lock:  # consecutive state updates of one comm (a loop, a progress bar) are one update
             last = rec.outputs[-1] if len(rec.outputs) > rec.sealed else None
             if (last is not None and last["output_type"] == "comm_msg" and last["comm_id"] == item["comm_id"]

@@ -221,6 +221,21 @@ def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel,
     assert all(replied - at < 2 for at, m in arrivals if m["msg_type"] != "execute_input")
     reply, arrivals, _ = timed_run(kc, code)
     assert not [m for _, m in arrivals if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    # a session widget longer than the live-output poll start: its updates come at the end, the bar full as locally
+    reply, arrivals, replied = timed_run(kc, "from tqdm.auto import tqdm\nimport time\n"
+                                             "for _ in tqdm(range(5)):\n    time.sleep(0.8)")
+    assert reply["status"] == "ok"
+    comms = [m for _, m in arrivals if m["msg_type"] in ("comm_open", "comm_msg")]
+    bars = {m["content"]["comm_id"] for m in comms if m["msg_type"] == "comm_open"
+            and m["content"]["data"]["state"]["_model_name"] == "FloatProgressModel"}
+    assert len(bars) == 1
+    bar: dict[str, Any] = {}
+    for m in comms:
+        if m["content"]["comm_id"] in bars:
+            bar.update(m["content"]["data"].get("state") or {})
+    assert bar["value"] == bar["max"] == 5 and bar["bar_style"] == "success"
+    assert not [m for _, m in arrivals if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    assert all(replied - at < 2 for at, m in arrivals if m["msg_type"] != "execute_input")
     # Without live output a long cell shows its elapsed time in one display, removed when the result comes.
     run(kc, "%aca_config progress_after=0.5")
     reply, out = run(kc, "import time\ntime.sleep(3)\n5")

@@ -24,15 +24,19 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from conftest import wait_until
 from jupyter_client.manager import start_new_kernel
 
 from aca_kernel.notebook import _comms
 
+from .conftest import pool_kernelspec
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 _TQDM_RATE = re.compile(r"\d+(\.\d+)?(it/s|s/it)|\d\d:\d\d")
+_SERVED = re.compile(r" aca_kernel\.emulator: ([A-Z]+ \S+) -> \d+ ")  # the pool's log line of each request
 
 
 class Front:
@@ -53,9 +57,10 @@ class Front:
                 if msg["content"]["execution_state"] == "idle":
                     return msgs
                 continue
-            if msg["msg_type"] == "comm_open":
-                state = msg["content"]["data"].get("state", {})
-                self.models[msg["content"]["comm_id"]] = state.get("_model_name", "")
+            if msg["msg_type"] == "comm_open":  # a widget by its model, any other comm (nbagg's) by its target
+                data = msg["content"]["data"]
+                state = data.get("state", {}) if isinstance(data, dict) else {}
+                self.models[msg["content"]["comm_id"]] = state.get("_model_name") or msg["content"]["target_name"]
             msgs.append(msg)
 
     def run(self, code: str) -> tuple[str, list[dict]]:
@@ -68,9 +73,10 @@ class Front:
         assert reply["content"]["status"] == "ok", reply["content"]
         return msg_id, msgs
 
-    def send(self, comm_id: str, data: dict[str, Any], buffers: list[bytes] | None = None) -> tuple[str, list]:
-        """A comm_msg from the front end; the iopub messages of its request, up to the kernel's idle."""
-        msg = self.kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data})
+    def send(self, comm_id: str, data: Any, buffers: list[bytes] | None = None,
+             msg_type: str = "comm_msg") -> tuple[str, list]:
+        """A comm_msg (or comm_close) from the front end; the iopub messages of its request, up to the kernel's idle."""
+        msg = self.kc.session.msg(msg_type, {"comm_id": comm_id, "data": data})
         if buffers:
             msg["buffers"] = buffers
         self.kc.shell_channel.send(msg)
@@ -104,6 +110,7 @@ class Front:
                 data = self._norm(content.get("data"), request)
                 last = items[-1] if items else None
                 if (kind == "comm_msg" and last is not None and last[0] == "comm_msg" and not digests
+                        and isinstance(data, dict) and isinstance(last[3], dict)
                         and not last[5] and last[1] == self.label(content["comm_id"])
                         and data.get("method") == "update"
                         and last[3].get("method") == "update" and not data.get("buffer_paths")):
@@ -155,9 +162,9 @@ class Pair:
         stock, aca = self.stock.run(code), self.aca.run(code)
         return self.stock.normal(*stock), self.aca.normal(*aca), (stock, aca)
 
-    def send(self, model_name: str, data: dict[str, Any], buffers: list[bytes] | None = None):
-        stock = self.stock.send(self.stock.comm(model_name), data, buffers)
-        aca = self.aca.send(self.aca.comm(model_name), data, buffers)
+    def send(self, model_name: str, data: Any, buffers: list[bytes] | None = None, msg_type: str = "comm_msg"):
+        stock = self.stock.send(self.stock.comm(model_name), data, buffers, msg_type)
+        aca = self.aca.send(self.aca.comm(model_name), data, buffers, msg_type)
         return self.stock.normal(*stock), self.aca.normal(*aca), (stock, aca)
 
     def close(self) -> None:
@@ -241,6 +248,55 @@ def test_interact_reruns_the_remote_function_per_change(pair):
     assert aca == stock and aca[0][2] == "[5, 7, 2]"  # one run per change
 
 
+def assert_refused(pair: Pair, model_name: str) -> None:
+    """A message from the page to that widget is refused as by a stock kernel (each names its own comm id)."""
+    stock, aca, _ = pair.send(model_name, {"method": "update", "state": {"value": 5}, "buffer_paths": []})
+    stock, aca = (json.loads(json.dumps(items).replace(front.comm(model_name), "<id>"))
+                  for items, front in ((stock, pair.stock), (aca, pair.aca)))
+    assert aca == stock == [["stream", "stderr", "No such comm: <id>\n"]]
+
+
+def test_a_widget_closed_in_the_session(pair):
+    stock, aca, _ = pair.run("import ipywidgets as w\nclosing = w.IntSlider(value=3)\ndisplay(closing)")
+    assert aca == stock
+    slider = aca[2][1]
+    stock, aca, _ = pair.run("closing.close()\nprint(closing.comm)")
+    assert aca == stock == [["comm_close", slider, None, {}, {}, []], ["stream", "stdout", "None\n"]]
+    # its twin here is gone too: a late message from the page is refused by this kernel, as by a stock one
+    assert_refused(pair, "IntSliderModel")
+
+
+def test_a_widget_closed_by_the_front_end(pair):
+    stock, aca, _ = pair.run("import ipywidgets as w\nheld = w.IntSlider(value=4)\n"
+                             "held.comm.on_close(lambda msg: print('closed by the front end', msg['content']['data']))\n"
+                             "display(held)")
+    assert aca == stock
+    # the close reaches the session's comm, whose handler runs there: its output comes back with the close
+    stock, aca, _ = pair.send("IntSliderModel", {"why": "page closed"}, msg_type="comm_close")
+    assert aca == stock == [["stream", "stdout", "closed by the front end {'why': 'page closed'}\n"]]
+    stock, aca, _ = pair.run("print(held.comm._closed, held.comm.comm_id in get_ipython().kernel.comm_manager.comms)")
+    assert aca == stock == [["stream", "stdout", "True False\n"]]
+    assert_refused(pair, "IntSliderModel")
+    # The widget itself was not closed in the session, so it still sends: a stock kernel sends to the comm the
+    # page closed (the page drops it, the comm is unknown there); this kernel drops it itself, its twin is gone.
+    stock, aca, _ = pair.run("held.value = 9")
+    assert [i[0] for i in stock] == ["comm_msg"] and aca == []
+
+
+def test_a_comm_whose_data_is_not_widget_state(pair):
+    """A comm's data is any JSON (nbagg's front end sends strings): it goes both ways as it is."""
+    stock, aca, _ = pair.run("from comm import create_comm\nraw = create_comm(target_name='raw', data='hello')\n"
+                             "raw.on_msg(lambda msg: print('got', repr(msg['content']['data'])))\n"
+                             "raw.send('just text')\nraw.send(['a', 1])\nraw.send(None)\nprint('sent')")
+    assert aca == stock
+    assert [i[3] for i in aca if i[0] != "stream"] == ["hello", "just text", ["a", 1], {}]
+    for data in ("ping", ["x", 2], 5):
+        stock, aca, _ = pair.send("raw", data)
+        assert aca == stock == [["stream", "stdout", f"got {data!r}\n"]]
+    stock, aca, _ = pair.run("raw.close('bye')")
+    assert aca == stock and aca[0][0] == "comm_close" and aca[0][3] == "bye"
+
+
 def test_binary_buffers_both_ways(pair):
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     stock, aca, (_, (_, a_msgs)) = pair.run(
@@ -274,6 +330,38 @@ def test_an_interactive_matplotlib_figure_ipympl(pair):
     assert aca[-1][3] == {"method": "custom", "content": {"data": '{"type": "binary"}'}} and len(aca[-1][5]) == 1
 
 
+def test_an_interactive_matplotlib_figure_nbagg(pair):
+    """nbagg's figure (``%matplotlib notebook``): a comm whose messages are JSON strings, the picture as a binary
+    PNG; the messages of its front end (matplotlib's mpl.js) when the figure is shown, and their answers."""
+    stock, aca, raw = pair.run("%matplotlib notebook\nimport matplotlib.pyplot as plt\nplt.close('all')\n"
+                               "fig, ax = plt.subplots(figsize=(3, 2))\nax.plot([1, 3, 2])\nplt.show()")
+    figure_ids, scripts = [], []
+    for items, (_, msgs) in zip((stock, aca), raw, strict=True):
+        opened = next(m for m in msgs if m["msg_type"] == "comm_open")
+        assert opened["content"]["target_name"] == "matplotlib"
+        figure_ids.append(opened["content"]["data"]["id"])
+        html = [m["content"]["data"]["text/html"] for m in msgs if "text/html" in m["content"].get("data", {})]
+        assert html == [f"<div id='{figure_ids[-1]}'></div>"]  # where mpl.js draws the figure of that comm
+        scripts.append([m["content"]["data"]["application/javascript"] for m in msgs
+                        if "application/javascript" in m["content"].get("data", {})])
+        next(i for i in items if i[0] == "comm_open")[3] = {"id": "<figure>"}
+    assert aca == stock
+    assert scripts[1] == scripts[0] and len(scripts[0]) == 1
+    figure = next(i[1] for i in aca if i[0] == "comm_open")
+    assert ["comm_msg", figure, None, {"data": '{"type": "refresh"}'}, {}, []] in aca
+    for content in ({"type": "supports_binary", "value": True}, {"type": "send_image_mode"}, {"type": "refresh"},
+                    {"type": "draw"}):
+        answers, pngs = [], []
+        for front, figure_id in zip((pair.stock, pair.aca), figure_ids, strict=True):
+            request, msgs = front.send(front.comm("matplotlib"), json.dumps({**content, "figure_id": figure_id}))
+            answers.append(front.normal(request, msgs))
+            pngs.append([bytes(b) for m in msgs for b in m.get("buffers") or ()])
+        assert answers[1] == answers[0], content
+        assert pngs[1] == pngs[0], content
+    assert answers[1][-1][3] == {"blob": "image/png"} and len(pngs[1]) == 1
+    assert pngs[1][0].startswith(b"\x89PNG\r\n\x1a\n")
+
+
 def test_a_forwarded_message_answers_before_the_kernel_is_idle(pair):
     """The front end's widget throttle sends the next state only when the kernel is idle for the previous one:
     everything the session produced for a message arrives before that idle, so a drag of many positions
@@ -294,6 +382,24 @@ def test_a_forwarded_message_answers_before_the_kernel_is_idle(pair):
     assert [m["content"]["data"]["state"] for m in msgs if m["msg_type"] == "comm_msg"] == [{"value": 30}]
     _, msgs = front.run("runs")
     assert front.normal("", msgs)[0][2] == "[1, 30]"  # two runs in the session for a drag over 30 positions
+
+
+def test_a_forwarded_message_costs_one_request(kernel, kernelspecs, make_pool):
+    """One interaction, one request: counted in the pool's own log of the HTTP requests it served."""
+    own = make_pool("--ready", "0")
+    pool_kernelspec(kernelspecs, "aca_test_requests", own)
+    _km, kc = kernel("aca_test_requests")
+    front = Front(kc)
+    front.run("import ipywidgets as w\ndef f(x):\n    print('f says', x)\nui = w.interact(f, x=(0, 10))")
+    start = len(own.output)
+    request, msgs = front.send(front.comm("IntSliderModel"), {"method": "update", "state": {"value": 7},
+                                                              "buffer_paths": []})
+    assert ["stream", "stdout", "f says 7\n"] in front.normal(request, msgs)  # answered: its requests are done
+    # a mark of our own: the pool logs each request as it answers it, so the kernel's are all logged before it
+    httpx.get(own.endpoint.rstrip("/") + "/openapi.json").raise_for_status()
+    assert wait_until(lambda: any("GET /openapi.json" in line for line in own.output[start:]), timeout=30)
+    served = [m.group(1) for line in own.output[start:] if (m := _SERVED.search(line))]
+    assert served == ["POST /code/execute", "GET /openapi.json"], served
 
 
 def test_a_widget_of_a_lost_session_says_so_when_touched(kernel):
@@ -442,6 +548,15 @@ def test_state_updates_merge_but_clicks_keep_their_order():
     _comms._merge(items, click)
     _comms._merge(items, _update("s", value=4))
     assert [i["data"].get("state") for i in items][-2:] == [None, {"value": 4}]
+
+
+def test_messages_whose_data_is_not_widget_state_are_never_merged():
+    items: list[dict[str, Any]] = []
+    for event in ('{"type": "refresh"}', '{"type": "draw"}', ["a"], None):  # nbagg's events are JSON strings
+        _comms._merge(items, {"comm_id": "f", "kind": "msg", "data": event, "metadata": {}, "buffers": []})
+    _comms._merge(items, _update("f", value=1))
+    assert [i["data"] for i in items] == ['{"type": "refresh"}', '{"type": "draw"}', ["a"], None,
+                                          {"method": "update", "state": {"value": 1}, "buffer_paths": []}]
 
 
 def test_one_request_in_flight_per_session_and_the_latest_state_wins():
