@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Job", "Jobs", "SessionBusy", "elapsed_text"]
 
 logger = logging.getLogger("aca_kernel.jobs")
+STOP_WAIT = 10.0  # seconds a stop waits for a background cell that is only starting to be sent
 
 
 class SessionBusy(ACASessionsError):
@@ -123,6 +124,11 @@ class Jobs:
         if not job.running:
             return True
         job.stop_requested = True
+        deadline = time.monotonic() + STOP_WAIT
+        while job.live is None and job.running and time.monotonic() < deadline:
+            time.sleep(0.05)  # stopped as it starts: its thread has not sent the cell yet
+        if not job.running:
+            return True
         live = job.live
         return live is not None and live.interrupt()
 

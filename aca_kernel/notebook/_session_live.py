@@ -24,6 +24,8 @@ PREFIX = ".aca-live-"
 FLUSH_EVERY = 0.25  # seconds between chunks while output keeps coming
 STOP_CHECK = 0.1  # seconds between looks for the client's interrupt
 HEARTBEAT = 5.0  # seconds between touches of a detached cell's "alive" file
+RESIGNAL_AFTER = 0.5  # seconds after which a SIGINT that reached no handler is sent again (detached cells)
+RESIGNALS = 5
 
 
 class LiveCell:
@@ -42,6 +44,8 @@ class LiveCell:
         self.done = threading.Event()
         self.interrupts = 0
         self.main = threading.main_thread().ident
+        self.signalled = None  # (when, _SIGINTS[0] then) of the last SIGINT sent to a detached cell
+        self.resignals = 0
         self.last_flush = self.last_beat = 0.0
 
     def path(self, suffix):
@@ -54,6 +58,8 @@ class LiveCell:
     def tick(self, now):
         """One look, from the watcher thread: the stop file, a chunk when due, the heartbeat."""
         self._check_stop()
+        if self.signalled is not None:
+            self._check_delivered(now)
         if now - self.started >= self.after and now - self.last_flush >= FLUSH_EVERY:
             self.last_flush = now
             self.flush()
@@ -78,7 +84,25 @@ class LiveCell:
             except OSError:
                 pass
             self.interrupts += 1
-            signal.pthread_kill(self.main, signal.SIGINT)
+            self._signal()
+
+    def _signal(self):
+        if self.detached:  # run_detached's handler counts what arrives
+            self.signalled = (time.monotonic(), _SIGINTS[0])
+        signal.pthread_kill(self.main, signal.SIGINT)
+
+    def _check_delivered(self, now):
+        # A SIGINT sent in the first moment of a detached cell was seen to reach no handler (about one start in
+        # six here; the main thread slept on): send it again until the handler has run, a few times at most.
+        when, count = self.signalled
+        if _SIGINTS[0] != count:
+            self.signalled = None
+        elif now - when >= RESIGNAL_AFTER:
+            if self.resignals >= RESIGNALS:
+                self.signalled = None
+                return
+            self.resignals += 1
+            self._signal()
 
     def flush(self, end=None):
         """Write the records sealed since the last chunk (and, for a detached cell, the envelope at its end)."""
@@ -182,6 +206,14 @@ def remove(data_dir, cell_id=None, older_than=None):
             pass
 
 
+_SIGINTS = [0]  # SIGINTs that reached a detached cell's handler
+
+
+def _on_sigint(signum, frame):
+    _SIGINTS[0] += 1
+    raise KeyboardInterrupt
+
+
 def run_detached(loop, runner, *args):
     """Run ``runner(*args)`` on the kernel's own event loop once the current call has returned.
 
@@ -189,7 +221,7 @@ def run_detached(loop, runner, *args):
     does not apply; SIGINT (the client's stop) raises KeyboardInterrupt in it as in a cell.
     """
     def go():
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous = signal.signal(signal.SIGINT, _on_sigint)
         try:
             runner(*args)
         finally:

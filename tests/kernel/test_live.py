@@ -205,6 +205,17 @@ def test_a_background_cell_can_be_stopped(kernel):
     assert reply["status"] == "ok"
 
 
+def test_a_background_cell_stopped_as_it_starts_stops(kernel):
+    # A SIGINT sent in the first moment of a detached cell was seen to reach no handler about once in six
+    # starts of a fresh session; the session sends it again until its handler has run.
+    _km, kc = kernel()
+    for n in range(1, 7):
+        reply, _ = run(kc, f"%%aca --background --session quick{n}\nimport time\ntime.sleep(60)")
+        assert reply["status"] == "ok"
+        _, out = run(kc, f"%aca_jobs --stop {n}", timeout=60)
+        assert "stopped after" in text(out), (n, text(out))
+
+
 def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel, kernelspecs, make_pool):
     serial = make_pool("--serialize-files", "--ready", "0")
     pool_kernelspec(kernelspecs, "aca_test_serial", serial)
