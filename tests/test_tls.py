@@ -78,6 +78,28 @@ def test_generated_ca_serves_our_client(tls_pool):
         assert client.get_pool_metadata().runtimes
 
 
+def test_the_server_certificate_names_localhost_and_both_loopback_addresses(tls_pool):
+    from cryptography import x509
+
+    ca = ca_bundle_of(tls_pool)
+    cert = x509.load_pem_x509_certificate((ca.parent / "server.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert {str(a) for a in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+    # The name a user is as likely to type, checked against the certificate's names rather than its address (in
+    # the SAN, where browsers and Go look: OpenSSL alone would still accept a common name of localhost).
+    by_name = tls_pool.endpoint.replace("https://127.0.0.1:", "https://localhost:")
+    with aca_kernel.SessionsClient(by_name, tls_pool.token, api_version=V2, verify=ca) as client:
+        assert client.execute("6 * 7").result == 42
+
+
+def test_a_pool_on_ipv6_loopback_serves_https(make_pool):
+    pool = make_pool("--tls", "--host", "::1", "--ready", "0")
+    assert pool.endpoint.startswith("https://[::1]:")
+    with aca_kernel.SessionsClient(pool.endpoint, pool.token, verify=ca_bundle_of(pool)) as client:
+        assert client.list_files() == []
+
+
 def test_an_unmodified_httpx_trusts_it_through_ssl_cert_file(tls_pool):
     # A third-party client knows nothing of ours: the usual environment variable is all it gets.
     code = textwrap.dedent(f"""
