@@ -83,6 +83,27 @@ def test_output_arrives_while_the_cell_runs(kernel):
     assert len(streams) >= 3  # in several pieces, as it was printed
 
 
+def test_displays_figures_and_logging_arrive_while_the_cell_runs(kernel):
+    _km, kc = kernel()
+    run(kc, "1")
+    code = ("import logging, time\nimport matplotlib.pyplot as plt\nfrom IPython.display import display\n"
+            "display({'shown': 1}, raw=False)\ntime.sleep(1)\n"
+            "plt.plot([1, 2, 3])\nplt.show()\ntime.sleep(1)\n"
+            "logging.getLogger('live').warning('logged while running')\ntime.sleep(3)\n'done'")
+    reply, arrivals, replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    displays = [(at, m["content"]["data"]) for at, m in arrivals if m["msg_type"] == "display_data"]
+    logged = [(at, m["content"]["text"]) for at, m in arrivals
+              if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    assert [d["text/plain"] for _, d in displays if "image/png" not in d] == ["{'shown': 1}"]  # each once
+    assert len([d for _, d in displays if "image/png" in d]) == 1
+    assert "".join(t for _, t in logged) == "logged while running\n"
+    for at, _ in [*displays, *logged]:
+        assert replied - at > 1.5, (replied - at)  # long before the cell ended
+    assert [m["content"]["data"]["text/plain"] for _, m in arrivals if m["msg_type"] == "execute_result"] == \
+        ["'done'"]
+
+
 def test_tqdm_bar_updates_in_place_and_ends_at_100(kernel):
     _km, kc = kernel()
     code = "from tqdm import tqdm\nimport time\nfor _ in tqdm(range(20)):\n    time.sleep(0.15)"
@@ -173,26 +194,50 @@ def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
     assert not [p for p in _session_files(short, kc) if is_internal(p) and p.startswith(".aca-live-")]
 
 
-def test_background_output_lands_in_its_output_widget(kernel):
-    _km, kc = kernel()
-    msg_id = kc.execute("%%aca --background\nprint('into the widget')\n6 * 7")
-    outputs_seen = []
-    deadline = time.monotonic() + 60
+def _job_widget(kc, number: int, timeout: float = 60) -> tuple[list[dict], str]:
+    """(outputs, status line) of background cell ``number``'s widget once the cell has ended, from its comm messages."""
+    output_comm, outputs = None, None
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             msg = kc.get_iopub_msg(timeout=1)
         except Exception:
             continue
-        if msg["msg_type"] == "comm_msg":
-            state = msg["content"]["data"].get("state", {})
-            if "outputs" in state:
-                outputs_seen.append(state["outputs"])
-                if any(o.get("output_type") == "execute_result" for o in state["outputs"]):
-                    break
-    assert msg_id
-    final = outputs_seen[-1]
-    assert {"output_type": "stream", "name": "stdout", "text": "into the widget\n"} in final
-    assert [o["data"]["text/plain"] for o in final if o["output_type"] == "execute_result"] == ["42"]
+        content = msg["content"]
+        state = content.get("data", {}).get("state", {}) if msg["msg_type"] in ("comm_open", "comm_msg") else {}
+        if output_comm is None and state.get("_model_name") == "OutputModel":
+            output_comm = content["comm_id"]  # the job's widget is the first Output shown after its cell
+        if content.get("comm_id") == output_comm and "outputs" in state:
+            outputs = state["outputs"]
+        status = state.get("value", "")
+        if f"background cell [{number}]" in status and "running for" not in status:
+            return outputs or [], re.sub(r"<[^>]+>", "", status)  # the status comes after the last output
+    raise AssertionError(f"background cell {number} did not end")
+
+
+def test_background_output_lands_in_its_output_widget(kernel):
+    _km, kc = kernel()
+    kc.execute("%%aca --background\nprint('into the widget')\n6 * 7")
+    final, status = _job_widget(kc, 1)
+    assert "finished in" in status
+    assert final == [{"output_type": "stream", "name": "stdout", "text": "into the widget\n"},
+                     {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                      "data": {"text/plain": "42"}}]
+    # a figure drawn by the cell's end (the inline backend's flush) lands there too, once, from an awaiting cell
+    kc.execute("%%aca --background\nimport asyncio\nimport matplotlib.pyplot as plt\nawait asyncio.sleep(0.5)\n"
+               "plt.plot([1, 2, 3])\nprint('drawn')")
+    final, status = _job_widget(kc, 2)
+    assert "finished in" in status
+    assert [o["output_type"] for o in final] == ["stream", "display_data"] and final[0]["text"] == "drawn\n"
+    assert "image/png" in final[1]["data"]
+    # and a cell that raises shows its error, traceback and all, once, and is listed as failed
+    kc.execute("%%aca --background\nprint('about to fail')\nraise ValueError('failed in the background')")
+    final, status = _job_widget(kc, 3)
+    assert "failed after" in status and "ValueError: failed in the background" in status
+    assert [o["output_type"] for o in final] == ["stream", "error"]
+    assert final[1]["ename"] == "ValueError" and final[1]["evalue"] == "failed in the background"
+    assert "raise ValueError('failed in the background')" in re.sub(r"\x1b\[[0-9;]*m", "",
+                                                                    "\n".join(final[1]["traceback"]))
 
 
 def test_a_background_cell_can_be_stopped(kernel):
