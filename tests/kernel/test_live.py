@@ -171,6 +171,25 @@ def test_a_detached_cell_runs_past_the_pools_limit(kernel, kernelspecs, make_poo
     assert not [p for p in _session_files(short, kc) if p.startswith(".aca-live-")]
 
 
+def test_following_a_long_cell_keeps_its_session_past_the_cooldown(kernel, kernelspecs, make_pool):
+    # A detached or background cell holds no execute call open: only the client's polls of its live files tell
+    # the pool that the session is in use (no keep-alive here).
+    short = make_pool("--cooldown", "3", "--ready", "0")
+    pool_kernelspec(kernelspecs, "aca_test_poll_cooldown", short)
+    _km, kc = kernel("aca_test_poll_cooldown")
+    run(kc, "kept = 'still here'")
+    run(kc, "%aca_config detach=true")
+    reply, out = run(kc, "import time\ntime.sleep(8)\nafter_detached = 1")
+    assert reply["status"] == "ok", out
+    run(kc, "%aca_config detach=false")
+    run(kc, "%%aca --background\nimport time\ntime.sleep(8)\nafter_background = 2")
+    assert wait_until(lambda: "finished in" in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=0.5)
+    reply, out = run(kc, "kept, after_detached + after_background")
+    assert reply["status"] == "ok" and "was recycled" not in text(out, "stderr"), out
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == \
+        ["('still here', 3)"]
+
+
 def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
     short = make_pool("--timeout", "3", "--ready", "0")
     pool_kernelspec(kernelspecs, "aca_test_bg", short)
@@ -259,6 +278,22 @@ def test_a_background_cell_stopped_as_it_starts_stops(kernel):
         assert reply["status"] == "ok"
         _, out = run(kc, f"%aca_jobs --stop {n}", timeout=60)
         assert "stopped after" in text(out), (n, text(out))
+
+
+def test_a_background_cell_whose_session_goes_away_is_reported_lost(kernel, pool):
+    # Deleted (or recycled) before the client's first look at its alive file: that look finds none, and the
+    # job ends saying so instead of waiting for ever on the fresh session that now answers under the same name.
+    _km, kc = kernel()
+    run(kc, "%%aca --background\nimport time\ntime.sleep(120)")
+    _, out = run(kc, "%aca_session")
+    session_id = re.search(r"identifier (\S+)", text(out)).group(1)
+    with SessionsClient(pool.endpoint, pool.token, session_id=session_id, api_version="2025-02-02-preview") as c:
+        assert wait_until(lambda: any(f.name.endswith("-alive") for f in c.list_files()), timeout=30)
+        c.delete_session()
+    lost = "The background cell was lost: the session was deleted or recycled while the cell ran"
+    assert wait_until(lambda: lost in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=1)
+    reply, _ = run(kc, "'the kernel goes on'")
+    assert reply["status"] == "ok"
 
 
 def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel, kernelspecs, make_pool):
