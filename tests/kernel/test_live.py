@@ -358,6 +358,27 @@ def test_the_magic_streams_and_stops_too(pool, tmp_path):
                 break
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert "time.sleep(60)" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"]["traceback"]))
+        drain(kc)
+        # background cells, their widget and %aca_jobs work in a stock kernel too
+        run(kc, "%%aca\nbase = 40")
+        kc.execute("%%aca --background\nimport time\nfor i in range(3):\n    print('bg', i, flush=True)\n"
+                   "    time.sleep(0.5)\nbase + 2")
+        final, status = _job_widget(kc, 1)
+        assert "finished in" in status
+        assert "".join(o["text"] for o in final if o["output_type"] == "stream") == "bg 0\nbg 1\nbg 2\n"
+        assert [o["data"]["text/plain"] for o in final if o["output_type"] == "execute_result"] == ["42"]
+        reply, _ = run(kc, "%%aca --background --session other\nimport time\ntime.sleep(60)")
+        assert reply["status"] == "ok"
+        reply, _ = run(kc, "%%aca --session other\n1")
+        assert reply["status"] == "error" and reply["ename"] == "SessionBusy"
+        assert "%aca_jobs --stop 2 --session other" in reply["evalue"]
+        _, out = run(kc, "%aca_jobs")
+        assert re.search(r"\[1\] In \[\d+\] in the default session: finished in \d+ s\n"
+                         r"\[2\] In \[\d+\] in session 'other': running for \d+ s\n", text(out)), text(out)
+        _, out = run(kc, "%aca_jobs --stop 2", timeout=60)
+        assert "[2]" in text(out) and "stopped after" in text(out)
+        reply, out = run(kc, "%%aca --session other\n'free again'")
+        assert reply["status"] == "ok"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
