@@ -179,10 +179,10 @@ def test_following_a_long_cell_keeps_its_session_past_the_cooldown(kernel, kerne
     _km, kc = kernel("aca_test_poll_cooldown")
     run(kc, "kept = 'still here'")
     run(kc, "%aca_config detach=true")
-    reply, out = run(kc, "import time\ntime.sleep(8)\nafter_detached = 1")
+    reply, out = run(kc, "import time\ntime.sleep(6)\nafter_detached = 1")
     assert reply["status"] == "ok", out
     run(kc, "%aca_config detach=false")
-    run(kc, "%%aca --background\nimport time\ntime.sleep(8)\nafter_background = 2")
+    run(kc, "%%aca --background\nimport time\ntime.sleep(6)\nafter_background = 2")
     assert wait_until(lambda: "finished in" in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=0.5)
     reply, out = run(kc, "kept, after_detached + after_background")
     assert reply["status"] == "ok" and "was recycled" not in text(out, "stderr"), out
