@@ -55,7 +55,7 @@ class LiveReader:
         self._last = -math.inf
         self._detached = poll_after == 0.0
         self._beat: tuple[Any, dict[str, Any]] | None = None
-        self._beat_at = time.monotonic()
+        self._beat_at: float | None = None  # the first tick: the cell was started just before it
         self._beats: list[Any] = []  # the alive file's modification times, as the pool reports them
 
     def tick(self, elapsed: float) -> None:
@@ -113,16 +113,20 @@ class LiveReader:
 
     def _check_alive(self, now: float) -> None:
         """A detached cell whose alive file stops changing lost its kernel (out of memory, killed)."""
+        if self._beat_at is None:
+            self._beat_at = now
         if self._beat is not None:
             done, box = self._beat
             if not done.is_set():
                 return
             self._beat = None
             modified = getattr(box.get("result"), "last_modified", None)
-            if modified is None and self._beats and "error" in box:
+            if modified is None and "error" in box:
                 from .._exceptions import ResourceNotFoundError
 
-                if isinstance(box["error"], ResourceNotFoundError):  # it was there: the session went away
+                # The session writes the file as the cell starts, BEAT_CHECK s before the first look: missing, the
+                # session went away (a fresh one answers under its name), even before the first look found it.
+                if isinstance(box["error"], ResourceNotFoundError):
                     self.lost = "the session was deleted or recycled while the cell ran; its state is gone"
             if modified is not None:
                 self._beats = [*self._beats[-(DEAD_AFTER - 1):], modified]

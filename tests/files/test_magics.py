@@ -231,6 +231,7 @@ def test_rm_of_a_missing_file_gives_the_same_detail_as_download(shell, monkeypat
 def test_the_hidden_folder_of_aca_pip_never_shows(shell) -> None:
     client = client_of(shell)
     client.upload_file(b"w", ".aca-sessions/wheels/x-1.0-py3-none-any.whl")
+    client.upload_file(b"{}", ".aca-live-x-1.json")  # a running cell's live output, outside .aca-sessions/
     client.upload_file(b"1", "mine.txt")
     assert [f.name for f in shell.run_line_magic("aca_ls", "")] == ["mine.txt"]
     from aca_kernel.widgets import FileBrowser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import re
 import time
 
@@ -24,11 +25,25 @@ def test_interrupt_stops_the_remote_code_and_the_session_goes_on(kernel, spec):
     km, kc = kernel(spec)
     assert km.kernel_spec.interrupt_mode == ("message" if spec == "aca_test" else "signal")
     run(kc, "kept = 'still here'")
-    msg_id = kc.execute("import time\ntime.sleep(60)\n'finished'")
-    while True:  # wait until the kernel is working on the cell
+    _interrupt_where(km, kc, "import time\ntime.sleep(60)\n'finished'", "time.sleep(60)")
+    reply, out = run(kc, "kept", timeout=30)  # no wait behind the old cell: it is over
+    assert reply["status"] == "ok"
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == \
+        ["'still here'"]
+
+
+def _started(kc, code: str) -> str:
+    """Send a cell and return its msg_id once the kernel is working on it."""
+    msg_id = kc.execute(code)
+    while True:
         msg = kc.get_iopub_msg(timeout=30)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":
-            break
+            return msg_id
+
+
+def _interrupt_where(km, kc, code: str, stopped_at: str) -> None:
+    """Interrupt ``code`` two seconds in: KeyboardInterrupt raised in the session, at ``stopped_at``."""
+    msg_id = _started(kc, code)
     time.sleep(2)
     interrupted_at = time.monotonic()
     km.interrupt_kernel()
@@ -36,15 +51,52 @@ def test_interrupt_stops_the_remote_code_and_the_session_goes_on(kernel, spec):
     took = time.monotonic() - interrupted_at
     assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
-    # raised in the session, where the code was: the traceback points at the sleep
-    assert "time.sleep(60)" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"]["traceback"]))
-    assert took < 30, took  # long before the 60 s sleep could have ended by itself
+    # raised in the session, where the code was: the traceback points at the line that waited
+    assert stopped_at in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"]["traceback"]))
+    assert took < 30, took  # long before the wait could have ended by itself
     print(f"interrupt to reply: {took:.2f} s")
     drain(kc)
-    reply, out = run(kc, "kept", timeout=30)  # no wait behind the old cell: it is over
+
+
+def test_interrupt_stops_a_cell_blocked_in_socket_or_file_io(kernel):
+    # A real SIGINT on the session's main thread: a blocked recv or read returns EINTR and the handler raises
+    # there (a flag checked between bytecodes, as _thread.interrupt_main sets, would wait for ever).
+    km, kc = kernel()
+    run(kc, "import os, socket\nkept = 'still here'\nleft, right = socket.socketpair()\nr, w = os.pipe()")
+    _interrupt_where(km, kc, "left.recv(1)", "left.recv(1)")
+    _interrupt_where(km, kc, "import select\nselect.select([r], [], [], 120)", "select.select([r], [], [], 120)")
+    _interrupt_where(km, kc, "os.read(r, 1)", "os.read(r, 1)")
+    reply, out = run(kc, "right.send(b'x')\nkept, left.recv(1)", timeout=30)  # variables and sockets survive
     assert reply["status"] == "ok"
     assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == \
-        ["'still here'"]
+        ["('still here', b'x')"]
+
+
+def test_code_that_ignores_the_interrupt_is_given_up_on_the_second_one(kernel):
+    # SIGINT blocked on the session's main thread stands for C code that never returns to Python: the first
+    # interrupt asks the session and goes on waiting, the second gives up with what to do, and nothing hangs.
+    km, kc = kernel()
+    old = _identifier(kc)
+    msg_id = _started(kc, "import signal, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+                          "try:\n    time.sleep(20)\nfinally:\n    signal.pthread_sigmask(signal.SIG_UNBLOCK, "
+                          "{signal.SIGINT})")
+    time.sleep(2)
+    km.interrupt_kernel()
+    time.sleep(3)  # the session took the stop file and signalled; the code went on
+    with pytest.raises(queue.Empty):
+        kc.get_shell_msg(timeout=0.5)  # still waiting for the cell, as after an interrupt that stops it
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+    said = reply["content"]["evalue"] + "\n".join(reply["content"]["traceback"])
+    assert "did not stop at the interrupt" in said and "%aca_new_session" in said
+    drain(kc)
+    _, out = run(kc, "%aca_new_session", timeout=30)
+    reply, out = run(kc, "6 * 7", timeout=60)  # at once, on a fresh session, while the old one is still busy
+    assert reply["status"] == "ok"
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == ["42"]
+    assert _identifier(kc) != old
 
 
 def test_restart_gives_a_fresh_identifier_and_state(kernel):

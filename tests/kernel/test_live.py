@@ -83,6 +83,27 @@ def test_output_arrives_while_the_cell_runs(kernel):
     assert len(streams) >= 3  # in several pieces, as it was printed
 
 
+def test_displays_figures_and_logging_arrive_while_the_cell_runs(kernel):
+    _km, kc = kernel()
+    run(kc, "1")
+    code = ("import logging, time\nimport matplotlib.pyplot as plt\nfrom IPython.display import display\n"
+            "display({'shown': 1}, raw=False)\ntime.sleep(1)\n"
+            "plt.plot([1, 2, 3])\nplt.show()\ntime.sleep(1)\n"
+            "logging.getLogger('live').warning('logged while running')\ntime.sleep(3)\n'done'")
+    reply, arrivals, replied = timed_run(kc, code)
+    assert reply["status"] == "ok"
+    displays = [(at, m["content"]["data"]) for at, m in arrivals if m["msg_type"] == "display_data"]
+    logged = [(at, m["content"]["text"]) for at, m in arrivals
+              if m["msg_type"] == "stream" and m["content"]["name"] == "stderr"]
+    assert [d["text/plain"] for _, d in displays if "image/png" not in d] == ["{'shown': 1}"]  # each once
+    assert len([d for _, d in displays if "image/png" in d]) == 1
+    assert "".join(t for _, t in logged) == "logged while running\n"
+    for at, _ in [*displays, *logged]:
+        assert replied - at > 1.5, (replied - at)  # long before the cell ended
+    assert [m["content"]["data"]["text/plain"] for _, m in arrivals if m["msg_type"] == "execute_result"] == \
+        ["'done'"]
+
+
 def test_tqdm_bar_updates_in_place_and_ends_at_100(kernel):
     _km, kc = kernel()
     code = "from tqdm import tqdm\nimport time\nfor _ in tqdm(range(20)):\n    time.sleep(0.15)"
@@ -150,6 +171,25 @@ def test_a_detached_cell_runs_past_the_pools_limit(kernel, kernelspecs, make_poo
     assert not [p for p in _session_files(short, kc) if p.startswith(".aca-live-")]
 
 
+def test_following_a_long_cell_keeps_its_session_past_the_cooldown(kernel, kernelspecs, make_pool):
+    # A detached or background cell holds no execute call open: only the client's polls of its live files tell
+    # the pool that the session is in use (no keep-alive here).
+    short = make_pool("--cooldown", "3", "--ready", "0")
+    pool_kernelspec(kernelspecs, "aca_test_poll_cooldown", short)
+    _km, kc = kernel("aca_test_poll_cooldown")
+    run(kc, "kept = 'still here'")
+    run(kc, "%aca_config detach=true")
+    reply, out = run(kc, "import time\ntime.sleep(6)\nafter_detached = 1")
+    assert reply["status"] == "ok", out
+    run(kc, "%aca_config detach=false")
+    run(kc, "%%aca --background\nimport time\ntime.sleep(6)\nafter_background = 2")
+    assert wait_until(lambda: "finished in" in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=0.5)
+    reply, out = run(kc, "kept, after_detached + after_background")
+    assert reply["status"] == "ok" and "was recycled" not in text(out, "stderr"), out
+    assert [m["content"]["data"]["text/plain"] for m in out if m["msg_type"] == "execute_result"] == \
+        ["('still here', 3)"]
+
+
 def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
     short = make_pool("--timeout", "3", "--ready", "0")
     pool_kernelspec(kernelspecs, "aca_test_bg", short)
@@ -173,26 +213,50 @@ def test_background_cell_leaves_the_kernel_free(kernel, kernelspecs, make_pool):
     assert not [p for p in _session_files(short, kc) if is_internal(p) and p.startswith(".aca-live-")]
 
 
-def test_background_output_lands_in_its_output_widget(kernel):
-    _km, kc = kernel()
-    msg_id = kc.execute("%%aca --background\nprint('into the widget')\n6 * 7")
-    outputs_seen = []
-    deadline = time.monotonic() + 60
+def _job_widget(kc, number: int, timeout: float = 60) -> tuple[list[dict], str]:
+    """(outputs, status line) of background cell ``number``'s widget once the cell has ended, from its comm messages."""
+    output_comm, outputs = None, None
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             msg = kc.get_iopub_msg(timeout=1)
         except Exception:
             continue
-        if msg["msg_type"] == "comm_msg":
-            state = msg["content"]["data"].get("state", {})
-            if "outputs" in state:
-                outputs_seen.append(state["outputs"])
-                if any(o.get("output_type") == "execute_result" for o in state["outputs"]):
-                    break
-    assert msg_id
-    final = outputs_seen[-1]
-    assert {"output_type": "stream", "name": "stdout", "text": "into the widget\n"} in final
-    assert [o["data"]["text/plain"] for o in final if o["output_type"] == "execute_result"] == ["42"]
+        content = msg["content"]
+        state = content.get("data", {}).get("state", {}) if msg["msg_type"] in ("comm_open", "comm_msg") else {}
+        if output_comm is None and state.get("_model_name") == "OutputModel":
+            output_comm = content["comm_id"]  # the job's widget is the first Output shown after its cell
+        if content.get("comm_id") == output_comm and "outputs" in state:
+            outputs = state["outputs"]
+        status = state.get("value", "")
+        if f"background cell [{number}]" in status and "running for" not in status:
+            return outputs or [], re.sub(r"<[^>]+>", "", status)  # the status comes after the last output
+    raise AssertionError(f"background cell {number} did not end")
+
+
+def test_background_output_lands_in_its_output_widget(kernel):
+    _km, kc = kernel()
+    kc.execute("%%aca --background\nprint('into the widget')\n6 * 7")
+    final, status = _job_widget(kc, 1)
+    assert "finished in" in status
+    assert final == [{"output_type": "stream", "name": "stdout", "text": "into the widget\n"},
+                     {"output_type": "execute_result", "execution_count": 1, "metadata": {},
+                      "data": {"text/plain": "42"}}]
+    # a figure drawn by the cell's end (the inline backend's flush) lands there too, once, from an awaiting cell
+    kc.execute("%%aca --background\nimport asyncio\nimport matplotlib.pyplot as plt\nawait asyncio.sleep(0.5)\n"
+               "plt.plot([1, 2, 3])\nprint('drawn')")
+    final, status = _job_widget(kc, 2)
+    assert "finished in" in status
+    assert [o["output_type"] for o in final] == ["stream", "display_data"] and final[0]["text"] == "drawn\n"
+    assert "image/png" in final[1]["data"]
+    # and a cell that raises shows its error, traceback and all, once, and is listed as failed
+    kc.execute("%%aca --background\nprint('about to fail')\nraise ValueError('failed in the background')")
+    final, status = _job_widget(kc, 3)
+    assert "failed after" in status and "ValueError: failed in the background" in status
+    assert [o["output_type"] for o in final] == ["stream", "error"]
+    assert final[1]["ename"] == "ValueError" and final[1]["evalue"] == "failed in the background"
+    assert "raise ValueError('failed in the background')" in re.sub(r"\x1b\[[0-9;]*m", "",
+                                                                    "\n".join(final[1]["traceback"]))
 
 
 def test_a_background_cell_can_be_stopped(kernel):
@@ -214,6 +278,22 @@ def test_a_background_cell_stopped_as_it_starts_stops(kernel):
         assert reply["status"] == "ok"
         _, out = run(kc, f"%aca_jobs --stop {n}", timeout=60)
         assert "stopped after" in text(out), (n, text(out))
+
+
+def test_a_background_cell_whose_session_goes_away_is_reported_lost(kernel, pool):
+    # Deleted (or recycled) before the client's first look at its alive file: that look finds none, and the
+    # job ends saying so instead of waiting for ever on the fresh session that now answers under the same name.
+    _km, kc = kernel()
+    run(kc, "%%aca --background\nimport time\ntime.sleep(120)")
+    _, out = run(kc, "%aca_session")
+    session_id = re.search(r"identifier (\S+)", text(out)).group(1)
+    with SessionsClient(pool.endpoint, pool.token, session_id=session_id, api_version="2025-02-02-preview") as c:
+        assert wait_until(lambda: any(f.name.endswith("-alive") for f in c.list_files()), timeout=30)
+        c.delete_session()
+    lost = "The background cell was lost: the session was deleted or recycled while the cell ran"
+    assert wait_until(lambda: lost in text(run(kc, "%aca_jobs")[1]), timeout=60, interval=1)
+    reply, _ = run(kc, "'the kernel goes on'")
+    assert reply["status"] == "ok"
 
 
 def test_without_file_calls_during_a_cell_it_falls_back_and_says_so_once(kernel, kernelspecs, make_pool):
@@ -278,6 +358,27 @@ def test_the_magic_streams_and_stops_too(pool, tmp_path):
                 break
         assert reply["content"]["ename"] == "KeyboardInterrupt"
         assert "time.sleep(60)" in re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(reply["content"]["traceback"]))
+        drain(kc)
+        # background cells, their widget and %aca_jobs work in a stock kernel too
+        run(kc, "%%aca\nbase = 40")
+        kc.execute("%%aca --background\nimport time\nfor i in range(3):\n    print('bg', i, flush=True)\n"
+                   "    time.sleep(0.5)\nbase + 2")
+        final, status = _job_widget(kc, 1)
+        assert "finished in" in status
+        assert "".join(o["text"] for o in final if o["output_type"] == "stream") == "bg 0\nbg 1\nbg 2\n"
+        assert [o["data"]["text/plain"] for o in final if o["output_type"] == "execute_result"] == ["42"]
+        reply, _ = run(kc, "%%aca --background --session other\nimport time\ntime.sleep(60)")
+        assert reply["status"] == "ok"
+        reply, _ = run(kc, "%%aca --session other\n1")
+        assert reply["status"] == "error" and reply["ename"] == "SessionBusy"
+        assert "%aca_jobs --stop 2 --session other" in reply["evalue"]
+        _, out = run(kc, "%aca_jobs")
+        assert re.search(r"\[1\] In \[\d+\] in the default session: finished in \d+ s\n"
+                         r"\[2\] In \[\d+\] in session 'other': running for \d+ s\n", text(out)), text(out)
+        _, out = run(kc, "%aca_jobs --stop 2", timeout=60)
+        assert "[2]" in text(out) and "stopped after" in text(out)
+        reply, out = run(kc, "%%aca --session other\n'free again'")
+        assert reply["status"] == "ok"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
