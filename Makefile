@@ -12,6 +12,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.aca-sessions-installed
 PYTEST_ARGS ?=
+# Two pytest workers, a test file each at a time: most tests wait on kernels and pools, so this halves the run on
+# a 2-core machine (each worker has its own pool and kernelspecs). TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 IS_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo 1)
 
 .PHONY: help demo test stress lint clean distclean install pool-deps browser-deps
@@ -74,8 +77,8 @@ lint: $(INSTALLED)
 test: $(INSTALLED) pool-deps browser-deps lint
 	@export ACA_LOCAL_POOL_DIR="$$(mktemp -d)"; \
 	trap '$(BIN)/aca-sessions pool stop >/dev/null 2>&1 || true; rm -rf "$$ACA_LOCAL_POOL_DIR"' EXIT; \
-	echo "$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider $(PYTEST_ARGS)"; \
-	$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider $(PYTEST_ARGS)
+	echo "$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)"; \
+	$(BIN)/python -m pytest -q --timeout 300 -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # Not part of `test`: minutes of load whose numbers depend on the machine. Pools are private and on loopback.
 stress: $(INSTALLED) pool-deps

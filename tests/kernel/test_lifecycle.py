@@ -325,7 +325,7 @@ def test_an_early_interrupt_on_a_pool_that_holds_file_calls_leaves_no_stop_file(
     pool_kernelspec(kernelspecs, "aca_test_serial_stop", serial)
     km, kc = kernel("aca_test_serial_stop")
     run(kc, "import time, os\nstarted = 'yes'")  # the session and its runtime; live output not yet tried
-    msg_id = kc.execute("time.sleep(12)\nopen('/mnt/data/finished.txt', 'w').close()")
+    msg_id = kc.execute("time.sleep(7)\nopen('/mnt/data/finished.txt', 'w').close()")
     while True:
         msg = kc.get_iopub_msg(timeout=30)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_input":

@@ -29,7 +29,8 @@ class _Samples:
     code_inspect_sample = "zip"
     code_page_something = "zip?"
     supported_history_operations = ("tail", "search")
-    code_history_pattern = "6*7"
+    # GLOB syntax: a literal "*", so cells of other tests in this run ("6 * 7") do not match too
+    code_history_pattern = "6[*]7"
 
 
 class TestACAKernel(_Samples, jupyter_kernel_test.KernelTests):
