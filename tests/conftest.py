@@ -153,6 +153,37 @@ def make_pool(tmp_path: Path):
         p.stop()
 
 
+def pools_started_in(state: Path) -> list[int]:
+    """Running (not zombie) emulators whose working directory is ``state``: how the user's local pool is started."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if (b"aca_kernel.emulator" in Path(f"/proc/{entry}/cmdline").read_bytes()
+                    and os.readlink(f"/proc/{entry}/cwd") == str(state)
+                    and Path(f"/proc/{entry}/stat").read_text().rpartition(")")[2].split()[0] != "Z"):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def pool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The user's local pool in a folder of this test's own; every pool started there is gone at the end, recorded
+    in the state file or not (a test may fail half-way, or test an interrupted start)."""
+    from aca_kernel._localpool import _terminate, stop_local_pool
+
+    d = tmp_path / "state"
+    monkeypatch.setenv("ACA_LOCAL_POOL_DIR", str(d))
+    monkeypatch.delenv("ACA_LOCAL_POOL_ARGS", raising=False)
+    yield d
+    stop_local_pool()
+    for pid in pools_started_in(d):
+        _terminate(pid, timeout=5)
+
+
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):
     """Poll ``predicate`` until it returns a truthy value (for state changes, never for speed claims)."""
     deadline = time.monotonic() + timeout

@@ -31,20 +31,6 @@ def _gone(pid: int) -> bool:
     return False
 
 
-@pytest.fixture
-def pool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    d = tmp_path / "state"
-    monkeypatch.setenv("ACA_LOCAL_POOL_DIR", str(d))
-    monkeypatch.delenv("ACA_LOCAL_POOL_ARGS", raising=False)
-    yield d
-    state = _localpool._read_state(d)
-    stop_local_pool()
-    if state is not None:  # never leave a pool behind, even when a test failed half-way
-        pid = int(state["pid"])
-        if not _gone(pid):
-            _localpool._terminate(pid, timeout=5)
-
-
 def _files_status(endpoint: str, token: str, session: str) -> int:
     r = httpx.get(endpoint.rstrip("/") + "/files", timeout=30,
                   params={"api-version": "2024-02-02-preview", "identifier": session},

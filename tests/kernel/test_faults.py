@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import LIVE, wait_until
+from conftest import LIVE, pools_started_in, wait_until
 
 from .conftest import write_kernelspec
 from .helpers import drain, run, text
@@ -40,7 +40,7 @@ def own_pool(kernelspecs: Path, tmp_path: Path):
 
     yield make
     _cli("pool", "stop", state=state)
-    for pid in _pools_in(state):
+    for pid in pools_started_in(state):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -49,20 +49,6 @@ def _cli(*args: str, state: Path) -> subprocess.CompletedProcess:
     env["ACA_LOCAL_POOL_DIR"] = str(state)
     return subprocess.run([sys.executable, "-m", "aca_kernel", *args], env=env, capture_output=True, text=True,
                           timeout=120)
-
-
-def _pools_in(state: Path) -> list[int]:
-    """Running emulators started for ``state`` (their working directory)."""
-    found = []
-    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
-        try:
-            if (b"aca_kernel.emulator" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                    and os.readlink(f"/proc/{pid}/cwd") == str(state)
-                    and Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"):
-                found.append(pid)
-        except OSError:
-            continue
-    return found
 
 
 def _state_pid(state: Path) -> int:
@@ -136,7 +122,7 @@ def test_the_pool_stopped_and_restarted_under_a_running_notebook(kernel, own_poo
     assert "the local session pool it ran on was replaced by a new one" in lost[0] and "recycled" not in lost[0]
     assert notice.index("stopped or restarted;") < notice.index("lost its state")
     second = _state_pid(state)
-    assert second != first and _pools_in(state) == [second]
+    assert second != first and pools_started_in(state) == [second]
     # replaced by another command while the notebook runs: the notebook follows
     assert _cli("pool", "stop", state=state).returncode == 0
     assert _cli("pool", "start", state=state).returncode == 0
@@ -144,7 +130,7 @@ def test_the_pool_stopped_and_restarted_under_a_running_notebook(kernel, own_poo
     reply, out = run(kc, "print('on the third pool')", timeout=120)
     assert reply["status"] == "ok" and "on the third pool" in text(out)
     assert "replaced by a new one" in text(out, "stderr")
-    assert _pools_in(state) == [third]
+    assert pools_started_in(state) == [third]
     # and %aca_new_session works there too
     reply, out = run(kc, "%aca_new_session")
     assert reply["status"] == "ok"
@@ -193,16 +179,16 @@ def test_ctrl_c_in_the_first_cell_while_the_pool_starts_leaves_no_untracked_pool
     name, state = own_pool(ACA_LOCAL_POOL_ARGS=f"--python {_slow_python(tmp_path, 3)}")
     km, kc = kernel(name)
     msg_id = kc.execute("print('first cell')")
-    assert wait_until(lambda: _pools_in(state), timeout=60)  # the pool is starting (slowly)
+    assert wait_until(lambda: pools_started_in(state), timeout=60)  # the pool is starting (slowly)
     km.interrupt_kernel()
     reply = _reply(kc, msg_id, timeout=60)
     assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
     drain(kc)
-    assert wait_until(lambda: not _pools_in(state), timeout=30)  # what was started is gone
+    assert wait_until(lambda: not pools_started_in(state), timeout=30)  # what was started is gone
     # the next cell starts one pool, which `aca-sessions pool stop` sees and stops
     reply, out = run(kc, "print('second cell')", timeout=180)
     assert reply["status"] == "ok" and "second cell" in text(out)
-    assert len(_pools_in(state)) == 1
+    assert len(pools_started_in(state)) == 1
     stopped = _cli("pool", "stop", state=state)
     assert "stopped the local session pool" in stopped.stdout
-    assert wait_until(lambda: not _pools_in(state), timeout=30)
+    assert wait_until(lambda: not pools_started_in(state), timeout=30)

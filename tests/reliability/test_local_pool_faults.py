@@ -12,36 +12,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _proc import alive, processes_mentioning
-from conftest import LIVE, wait_until
+from _proc import alive
+from conftest import LIVE, pools_started_in, wait_until
 
 from aca_kernel import _localpool
 from aca_kernel._localpool import LocalPoolError, ensure_local_pool, local_pool_status, stop_local_pool
 
 pytestmark = pytest.mark.skipif(LIVE, reason="the local pool is emulator-only")
-
-
-@pytest.fixture
-def pool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    d = tmp_path / "state"
-    monkeypatch.setenv("ACA_LOCAL_POOL_DIR", str(d))
-    monkeypatch.delenv("ACA_LOCAL_POOL_ARGS", raising=False)
-    yield d
-    stop_local_pool()
-    for pid in _pools_started_in(d):  # never leave a pool behind, recorded or not
-        os.kill(pid, signal.SIGKILL)
-
-
-def _pools_started_in(state: Path) -> list[int]:
-    """Emulator processes whose working directory is ``state`` (how _localpool starts them)."""
-    found = []
-    for pid in processes_mentioning("aca_kernel.emulator"):
-        try:
-            if os.readlink(f"/proc/{pid}/cwd") == str(state):
-                found.append(pid)
-        except OSError:
-            continue
-    return found
 
 
 def slow_python(tmp_path: Path, seconds: float) -> str:
@@ -57,20 +34,20 @@ def test_ctrl_c_while_the_pool_starts_leaves_no_untracked_pool(pool_dir: Path, t
     starter = subprocess.Popen([sys.executable, "-c", "from aca_kernel._localpool import ensure_local_pool\n"
                                 "ensure_local_pool(timeout=120)"], env=env, stderr=subprocess.PIPE, text=True)
     try:
-        assert wait_until(lambda: _pools_started_in(pool_dir), timeout=60)
+        assert wait_until(lambda: pools_started_in(pool_dir), timeout=60)
         starter.send_signal(signal.SIGINT)
         _, err = starter.communicate(timeout=60)
         assert "KeyboardInterrupt" in err
     finally:
         starter.kill()
     # nothing runs that the state file does not record (here: nothing at all)
-    assert wait_until(lambda: not _pools_started_in(pool_dir), timeout=30)
+    assert wait_until(lambda: not pools_started_in(pool_dir), timeout=30)
     assert local_pool_status() is None
     # the next start makes exactly one pool, and `pool stop` sees it
     pool = ensure_local_pool()
-    assert _pools_started_in(pool_dir) == [pool.pid]
+    assert pools_started_in(pool_dir) == [pool.pid]
     assert stop_local_pool() is True
-    assert wait_until(lambda: not _pools_started_in(pool_dir), timeout=30)
+    assert wait_until(lambda: not pools_started_in(pool_dir), timeout=30)
 
 
 def test_a_process_that_never_reaps_is_not_taken_for_running():
@@ -118,7 +95,7 @@ def test_a_public_bind_of_the_background_pool_is_refused(pool_dir: Path, monkeyp
     monkeypatch.setenv("ACA_LOCAL_POOL_ARGS", f"--host={host}")
     with pytest.raises(LocalPoolError, match=f"emulator --host {host}"):
         ensure_local_pool()
-    assert not _pools_started_in(pool_dir)
+    assert not pools_started_in(pool_dir)
 
 
 def test_the_background_pool_exits_when_idle_and_the_next_call_starts_it_again(pool_dir: Path, monkeypatch):
@@ -190,7 +167,7 @@ def test_lab_help_starts_no_pool(pool_dir: Path):
                        timeout=120, env={k: v for k, v in os.environ.items() if k != "ACA_POOL_MANAGEMENT_ENDPOINT"})
     assert r.returncode == 0, r.stderr
     assert "local session pool" not in r.stderr
-    assert not (pool_dir / _localpool.STATE_FILE).exists() and not _pools_started_in(pool_dir)
+    assert not (pool_dir / _localpool.STATE_FILE).exists() and not pools_started_in(pool_dir)
 
 
 def test_lab_kernels_find_the_pool_themselves(pool_dir: Path, monkeypatch):
