@@ -312,7 +312,7 @@ def forget_live(cell_id):
     _arrive()
     module = _live()
     if module is not None:
-        module.remove(_data_dir(), "".join(c for c in str(cell_id) if c.isalnum())[:32])
+        module.remove(_data_dir(), cell_id)
     return _reply({"removed": True})
 
 

@@ -33,7 +33,7 @@ class LiveCell:
 
     def __init__(self, recorder, cell_id, data_dir, after, detached=False):
         self.recorder = recorder
-        self.cell_id = "".join(c for c in str(cell_id) if c.isalnum())[:32] or "cell"
+        self.cell_id = _file_id(cell_id)
         self.data_dir = data_dir
         self.after = float(after)
         self.detached = detached
@@ -42,7 +42,6 @@ class LiveCell:
         self.chunks = 0
         self.lock = threading.Lock()
         self.done = threading.Event()
-        self.interrupts = 0
         self.main = threading.main_thread().ident
         self.signalled = None  # (when, _SIGINTS[0] then) of the last SIGINT sent to a detached cell
         self.resignals = 0
@@ -83,7 +82,6 @@ class LiveCell:
                 os.remove(stop)
             except OSError:
                 pass
-            self.interrupts += 1
             self._signal()
 
     def _signal(self):
@@ -187,23 +185,24 @@ class _Watcher:
 _WATCHER = _Watcher()
 
 
-def remove(data_dir, cell_id=None, older_than=None):
-    """Delete a cell's live files (all cells' when ``cell_id`` is None, those older than ``older_than`` s)."""
+def _file_id(cell_id):
+    """The cell's identifier as it appears in its file names (the client sends a hex id)."""
+    return "".join(c for c in str(cell_id) if c.isalnum())[:32] or "cell"
+
+
+def remove(data_dir, cell_id):
+    """Delete a cell's live files, whatever their number (a detached cell's, once its client has read them)."""
     try:
         names = os.listdir(data_dir)
     except OSError:
         return
-    prefix = PREFIX + (f"{cell_id}-" if cell_id else "")
-    now = time.time()
+    prefix = f"{PREFIX}{_file_id(cell_id)}-"
     for name in names:
-        if not name.startswith(prefix):
-            continue
-        path = os.path.join(data_dir, name)
-        try:
-            if older_than is None or now - os.path.getmtime(path) > older_than:
-                os.remove(path)
-        except OSError:
-            pass
+        if name.startswith(prefix):
+            try:
+                os.remove(os.path.join(data_dir, name))
+            except OSError:
+                pass
 
 
 _SIGINTS = [0]  # SIGINTs that reached a detached cell's handler
