@@ -282,15 +282,13 @@ def _classify(env: SessionPython, specs: list[str], requirements: list[Path], *,
     return released, [w for name, w in kept.items() if name not in released]
 
 
-def resolve(env: SessionPython, specs: list[str], requirements: list[Path], *,
-            upgrade: bool = False) -> list[Wheel]:
+def resolve(env: SessionPython, specs: list[str], requirements: list[Path], released: set[str]) -> list[Wheel]:
     """pip's resolution of ``specs`` for the session's tags; what the session has is pinned as constraints, except
-    what a request names at a version the session does not have (or everything named, with ``upgrade``)."""
-    named, _ = _classify(env, specs, requirements, upgrade=upgrade)
+    the ``released`` names (``_classify``: asked for at a version the session does not have, or to upgrade)."""
     with tempfile.TemporaryDirectory(prefix="aca-pip-") as tmp:
         constraints = Path(tmp, "session.txt")
         constraints.write_text("".join(f"{name}=={version}\n" for name, version in sorted(env.dists.items())
-                                       if name not in named and _VERSION.match(version)))
+                                       if name not in released and _VERSION.match(version)))
         report = Path(tmp, "report.json")
         args = ["install", "--dry-run", "--ignore-installed", "--report", str(report), *env.pip_flags(),
                 "-c", str(constraints), *specs]
@@ -499,7 +497,7 @@ def install(shell: Any, state: SessionState, specs: list[str], requirements: lis
         return report
     _status_line(f"Resolving {' '.join(specs + [f'-r {r.name}' for r in requirements])} for the session's Python "
                  f"{env.version} ({env.interpreter}, {env.platform})…")
-    wheels = resolve(env, specs, requirements, upgrade=upgrade)
+    wheels = resolve(env, specs, requirements, released)
     fetch(wheels, env, use_cache=use_cache)
     report = _install_wheels(shell, state, env, wheels)
     _show(report)
