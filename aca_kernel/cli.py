@@ -103,10 +103,7 @@ def _errors() -> Iterator[None]:
         raise CLIError(str(exc), EXIT_USAGE) from exc
     except ACASessionsError as exc:
         raise CLIError(str(exc)) from exc
-    except OSError as exc:
-        from aca_kernel._exceptions import error_message
-
-        raise CLIError(error_message(exc)) from exc
+    # A local OSError goes on to main(), which words every one of them, wherever it was raised.
 
 
 # --- exec ----------------------------------------------------------------------------------------------------
